@@ -1,0 +1,122 @@
+//! Connecting to vaultd over its unix socket, with the protocol handshake.
+//!
+//! [`connect`] dials the socket, calls `Hello`, and refuses to go on when the
+//! daemon speaks another protocol version: the error says exactly what to run.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::v1::HelloRequest;
+use crate::v1::vault_client::VaultClient;
+use crate::PROTOCOL_VERSION;
+
+/// A connected, version-checked client.
+pub type Client = VaultClient<Channel>;
+
+/// The command that starts the daemon, named in every "not running" message.
+pub const START_HINT: &str = "start it with `systemctl --user start vaultd` (or run `vaultd` in a terminal)";
+
+/// Why the daemon could not be reached or spoken to.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Nothing listens at the socket path.
+    #[error("vaultd is not running (no socket at {path}): {START_HINT}")]
+    NotRunning {
+        /// The socket path tried.
+        path: PathBuf,
+    },
+    /// The socket exists but could not be opened.
+    #[error("cannot connect to vaultd at {path}: {source}; check the path and that it belongs to you")]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Something answers at the socket but does not speak vault.v1.
+    #[error(
+        "{path} does not answer as vaultd protocol v{PROTOCOL_VERSION} ({detail}); it may be another program or an old vaultd: restart vaultd from this installation (`systemctl --user restart vaultd`)"
+    )]
+    NotVaultd {
+        /// The socket path tried.
+        path: PathBuf,
+        /// What went wrong, without secrets.
+        detail: String,
+    },
+    /// The daemon speaks another protocol version.
+    #[error(
+        "vaultd at {path} speaks protocol v{daemon} (vaultd {daemon_version}) but this client speaks v{PROTOCOL_VERSION}: run the same version of both; after upgrading, restart the daemon with `systemctl --user restart vaultd`"
+    )]
+    VersionMismatch {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The daemon's protocol version.
+        daemon: u32,
+        /// The daemon's software version.
+        daemon_version: String,
+    },
+    /// The daemon did not answer the handshake in time.
+    #[error("vaultd at {path} did not answer within {timeout:?}; it may be stopped or hung: `vaultctl lock` ends it")]
+    Timeout {
+        /// The socket path tried.
+        path: PathBuf,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+/// Opens a channel to the socket without any RPC. The channel dials lazily on
+/// first use and redials after the daemon restarts.
+pub fn channel(socket: &Path) -> Channel {
+    let path = socket.to_path_buf();
+    // The URI is required by the API but never used: the connector dials the socket.
+    Endpoint::from_static("http://vaultd.invalid")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+}
+
+/// Dials the socket and checks the protocol version within `timeout`.
+pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, ConnectError> {
+    // Dial once ourselves so that "not running" is told apart from other failures.
+    match UnixStream::connect(socket).await {
+        Ok(_probe) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
+            return Err(ConnectError::NotRunning { path: socket.to_path_buf() });
+        }
+        Err(source) => return Err(ConnectError::Connect { path: socket.to_path_buf(), source }),
+    }
+    let mut client = VaultClient::new(channel(socket));
+    let hello = client.hello(HelloRequest { client_protocol: PROTOCOL_VERSION });
+    let reply = match tokio::time::timeout(timeout, hello).await {
+        Err(_) => return Err(ConnectError::Timeout { path: socket.to_path_buf(), timeout }),
+        Ok(Err(status)) => {
+            return Err(match status.code() {
+                tonic::Code::PermissionDenied => ConnectError::NotVaultd {
+                    path: socket.to_path_buf(),
+                    detail: status.message().to_string(),
+                },
+                _ => ConnectError::NotVaultd {
+                    path: socket.to_path_buf(),
+                    detail: format!("{:?}: {}", status.code(), status.message()),
+                },
+            });
+        }
+        Ok(Ok(reply)) => reply.into_inner(),
+    };
+    if reply.protocol != PROTOCOL_VERSION {
+        return Err(ConnectError::VersionMismatch {
+            path: socket.to_path_buf(),
+            daemon: reply.protocol,
+            daemon_version: reply.daemon_version,
+        });
+    }
+    Ok(client)
+}

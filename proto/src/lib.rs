@@ -1,0 +1,57 @@
+//! vaultd's gRPC contract and the client side of the unix socket.
+//!
+//! # Layout
+//!
+//! - [`v1`]: the generated `vault.v1` messages, client and server.
+//! - [`paths`]: where the daemon's socket is (`VAULTD_SOCKET`, `VAULTD_HOME`, XDG).
+//! - [`client`]: connects to the socket and checks the protocol version first.
+//! - [`codes`]: the stable refusal codes carried at the start of status messages.
+//!
+//! vaultctl and vault-mcp depend on this crate only, never on the daemon's internals.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod codes;
+pub mod paths;
+
+/// Generated code for `proto/vault/v1/vault.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("vault.v1");
+}
+
+/// Bumped on every incompatible change to `vault.v1`; checked by [`client::connect`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Redacting `Debug` for the messages whose derived one build.rs suppressed:
+/// they carry a passphrase, a secret value or an agent token.
+mod redacted_debug {
+    use super::v1::*;
+    use std::fmt;
+
+    macro_rules! redacted {
+        ($($ty:ident { $($field:ident),* }),* $(,)?) => {$(
+            impl fmt::Debug for $ty {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.debug_struct(stringify!($ty))
+                        $(.field(stringify!($field), &self.$field))*
+                        .finish_non_exhaustive()
+                }
+            }
+        )*};
+    }
+
+    redacted! {
+        UnlockRequest {},
+        ChangePassphraseRequest {},
+        SetSecretRequest { name },
+        RemoveSecretRequest { name },
+        ApplyPolicyRequest { source_name, dry_run },
+        AddAgentRequest { name },
+        AddAgentResponse { name },
+        RemoveAgentRequest { name },
+        AgentStatusRequest {},
+        ListServicesRequest {},
+        ExecuteRequest { capability, method, path },
+    }
+}

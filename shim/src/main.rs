@@ -1,0 +1,2 @@
+//! vault-mcp: the MCP shim (in progress).
+fn main() {}

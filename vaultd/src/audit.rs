@@ -1,0 +1,405 @@
+//! The audit log: one JSON object per line, chained with HMAC-SHA256.
+//!
+//! Each line is the record's JSON with `"mac":"<hex>"` as its last field, where
+//! `mac = HMAC(k, prev_mac || json_without_mac)` and `k` is derived from the
+//! vault's data key (HKDF, info `vaultd audit mac v1`). The first record's
+//! `prev_mac` is 32 zero bytes. Editing, removing or reordering any line breaks
+//! the chain from that line on; cutting lines off the end is caught by
+//! comparing the last line with the head the daemon holds in memory.
+//!
+//! Writes are a single `write(2)` of a whole line to a file opened with
+//! `O_APPEND`. Before each write the open file is checked against the path
+//! (removed or replaced means "unavailable"); a failed write makes the call
+//! that needed it fail closed with `audit_unavailable`. Records never contain
+//! secrets, tokens or bodies.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::error::{Error, Result};
+use crate::secret::SecretBuf;
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Longest `reason` kept in a record.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// One audit record. Fields that do not apply are left out of the JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// RFC 3339 UTC time with milliseconds.
+    pub time: String,
+    /// `decision`, `result` or `admin`.
+    pub kind: String,
+    /// Agent name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// Caller's pid (kernel credentials of the socket peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_pid: Option<u32>,
+    /// Caller's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_uid: Option<u32>,
+    /// Caller's executable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_exe: Option<String>,
+    /// Capability asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Canonical method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Canonical path (as matched and sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `allowed` or `denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// The rule that decided (or the refusal code's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Refusal code for denied calls and failed results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Reason given by the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a result: the decision record it closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_seq: Option<u64>,
+    /// Upstream HTTP status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Response body bytes returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Whether the body was cut at max_response_bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Call duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Error text (no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Admin event (`unlock`, `lock`, `secret set github-token`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+/// The audit writer, owned by the unlocked daemon state.
+pub struct AuditLog {
+    path: PathBuf,
+    file: Option<File>,
+    ino: (u64, u64),
+    key: SecretBuf,
+    seq: u64,
+    head: [u8; 32],
+    /// Why the last write failed, until one succeeds.
+    error: Option<String>,
+    tx: tokio::sync::broadcast::Sender<String>,
+}
+
+/// Derives the audit MAC key from the vault's data key.
+pub fn derive_key(data_key: &SecretBuf) -> Result<SecretBuf> {
+    let hk = hkdf::Hkdf::<Sha256>::new(None, data_key.expose());
+    let mut key = SecretBuf::zeroed(32)?;
+    hk.expand(b"vaultd audit mac v1", key.expose_mut()).map_err(|_| Error::Crypto("hkdf"))?;
+    Ok(key)
+}
+
+fn mac(key: &SecretBuf, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key.expose()).expect("HMAC takes any key length");
+    m.update(prev);
+    m.update(body);
+    m.finalize().into_bytes().into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Splits a stored line into (json without mac, mac).
+fn split_line(line: &str) -> Option<(String, [u8; 32])> {
+    const TAIL: usize = ",\"mac\":\"".len() + 64 + "\"}".len();
+    if line.len() < TAIL || !line.ends_with("\"}") {
+        return None;
+    }
+    let cut = line.len() - TAIL;
+    let (body, tail) = line.split_at(cut);
+    let mac_hex = tail.strip_prefix(",\"mac\":\"")?.strip_suffix("\"}")?;
+    Some((format!("{body}}}"), unhex32(mac_hex)?))
+}
+
+/// Now as RFC 3339 with milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl AuditLog {
+    /// Opens (creating 0600) the log and continues its chain from the last line.
+    pub fn open(path: &Path, data_key: &SecretBuf) -> Result<AuditLog> {
+        let key = derive_key(data_key)?;
+        let (tx, _) = tokio::sync::broadcast::channel(1024);
+        let mut log =
+            AuditLog { path: path.to_path_buf(), file: None, ino: (0, 0), key, seq: 0, head: [0; 32], error: None, tx };
+        log.reopen()?;
+        Ok(log)
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(|e| Error::io("open audit log", &self.path, e))?;
+        let meta = file.metadata().map_err(|e| Error::io("inspect audit log", &self.path, e))?;
+        // Continue from the last complete line, if any.
+        if meta.len() > 0 {
+            let start = meta.len().saturating_sub(64 * 1024);
+            file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("read audit log", &self.path, e))?;
+            let mut last = None;
+            for line in BufReader::new(&file).lines() {
+                let line = line.map_err(|e| Error::io("read audit log", &self.path, e))?;
+                if let Some((body, m)) = split_line(&line)
+                    && let Ok(r) = serde_json::from_str::<Record>(&body)
+                {
+                    last = Some((r.seq, m));
+                }
+            }
+            if let Some((seq, m)) = last {
+                self.seq = seq;
+                self.head = m;
+            }
+        }
+        self.ino = (meta.dev(), meta.ino());
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Appends a record (its `seq` and `time` are set here); returns its seq.
+    /// On failure nothing is appended and the error is remembered for `status`.
+    pub fn append(&mut self, mut rec: Record) -> std::result::Result<u64, String> {
+        let result = self.try_append(&mut rec);
+        match &result {
+            Ok(_) => self.error = None,
+            Err(e) => self.error = Some(e.clone()),
+        }
+        result
+    }
+
+    fn try_append(&mut self, rec: &mut Record) -> std::result::Result<u64, String> {
+        let file = self.file.as_mut().ok_or_else(|| "the audit log is not open".to_string())?;
+        // Removed or replaced? Compare the open file with what the path names now.
+        let fmeta = file.metadata().map_err(|e| format!("cannot inspect audit log: {e}"))?;
+        let pmeta = std::fs::metadata(&self.path);
+        let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
+        if fmeta.nlink() == 0 || !same {
+            return Err(format!(
+                "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file)",
+                self.path.display()
+            ));
+        }
+        rec.seq = self.seq + 1;
+        rec.time = now();
+        if let Some(r) = &mut rec.reason {
+            truncate_utf8(r, MAX_REASON_LEN);
+        }
+        let body = serde_json::to_string(&*rec).map_err(|e| format!("cannot encode audit record: {e}"))?;
+        let m = mac(&self.key, &self.head, body.as_bytes());
+        let mut line = String::with_capacity(body.len() + 80);
+        line.push_str(&body[..body.len() - 1]);
+        line.push_str(",\"mac\":\"");
+        line.push_str(&hex(&m));
+        line.push_str("\"}\n");
+        file.write_all(line.as_bytes())
+            .map_err(|e| format!("cannot write audit log {}: {e}", self.path.display()))?;
+        self.seq = rec.seq;
+        self.head = m;
+        let _ = self.tx.send(line.trim_end().to_string());
+        Ok(rec.seq)
+    }
+
+    /// Why the last write failed, if it did.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// New lines as they are written.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.tx.subscribe()
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Verifies the whole file against the key and this writer's head.
+    pub fn verify(&self) -> Verification {
+        let mut v = verify_file(&self.path, &self.key);
+        if v.problem.is_none() && (v.last_seq, v.last_mac) != (self.seq, self.head) {
+            v.problem = Some(format!(
+                "the log ends at record {} but vaultd wrote up to record {}: records were removed from the end or the file was replaced",
+                v.last_seq, self.seq
+            ));
+        }
+        v
+    }
+}
+
+fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Outcome of checking a log file.
+#[derive(Debug)]
+pub struct Verification {
+    /// Records checked.
+    pub records: u64,
+    /// First problem, naming its line.
+    pub problem: Option<String>,
+    last_seq: u64,
+    last_mac: [u8; 32],
+}
+
+/// Checks every line's MAC and sequence.
+pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
+    let mut v = Verification { records: 0, problem: None, last_seq: 0, last_mac: [0; 32] };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return v,
+        Err(e) => {
+            v.problem = Some(format!("cannot read {}: {e}", path.display()));
+            return v;
+        }
+    };
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let n = i + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                v.problem = Some(format!("line {n}: unreadable ({e})"));
+                return v;
+            }
+        };
+        let Some((body, m)) = split_line(&line) else {
+            v.problem = Some(format!("line {n}: not an audit record (no MAC): edited or damaged"));
+            return v;
+        };
+        let rec: Record = match serde_json::from_str(&body) {
+            Ok(r) => r,
+            Err(_) => {
+                v.problem = Some(format!("line {n}: malformed record: edited or damaged"));
+                return v;
+            }
+        };
+        if rec.seq != v.last_seq + 1 {
+            v.problem = Some(format!(
+                "line {n}: record {} follows record {}: records were removed or reordered",
+                rec.seq, v.last_seq
+            ));
+            return v;
+        }
+        if mac(key, &v.last_mac, body.as_bytes()) != m {
+            v.problem = Some(format!("line {n}: MAC mismatch: record {} was edited, or one before it removed", rec.seq));
+            return v;
+        }
+        v.records += 1;
+        v.last_seq = rec.seq;
+        v.last_mac = m;
+    }
+    v
+}
+
+/// Parses one stored line (for `audit tail`), without checking its MAC.
+pub fn parse_line(line: &str) -> Option<Record> {
+    let (body, _) = split_line(line)?;
+    serde_json::from_str(&body).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, PathBuf, SecretBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = SecretBuf::copy_from(&[7u8; 32]).unwrap();
+        (dir, path, key)
+    }
+
+    fn write_n(path: &Path, key: &SecretBuf, n: usize) -> AuditLog {
+        let mut log = AuditLog::open(path, key).unwrap();
+        for i in 0..n {
+            log.append(Record { kind: "admin".into(), event: Some(format!("e{i}")), ..Default::default() }).unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn chain_verifies_and_continues_after_reopen() {
+        let (_d, path, key) = setup();
+        drop(write_n(&path, &key, 3));
+        let log = write_n(&path, &key, 2);
+        let v = log.verify();
+        assert_eq!(v.records, 5);
+        assert!(v.problem.is_none(), "{:?}", v.problem);
+    }
+
+    #[test]
+    fn finds_every_kind_of_tampering() {
+        let (_d, path, key) = setup();
+        let log = write_n(&path, &key, 4);
+        let good = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let cases: Vec<(&str, String)> = vec![
+            ("edit", good.replacen("\"e1\"", "\"e9\"", 1)),
+            ("remove", [lines[0], lines[2], lines[3]].join("\n") + "\n"),
+            ("reorder", [lines[0], lines[2], lines[1], lines[3]].join("\n") + "\n"),
+            ("truncate", [lines[0], lines[1]].join("\n") + "\n"),
+            ("insert", [lines[0], lines[0], lines[1], lines[2], lines[3]].join("\n") + "\n"),
+        ];
+        for (what, text) in cases {
+            std::fs::write(&path, text).unwrap();
+            assert!(log.verify().problem.is_some(), "{what} not detected");
+        }
+    }
+
+    #[test]
+    fn removed_file_fails_closed() {
+        let (_d, path, key) = setup();
+        let mut log = write_n(&path, &key, 1);
+        std::fs::remove_file(&path).unwrap();
+        let e = log.append(Record { kind: "admin".into(), ..Default::default() }).unwrap_err();
+        assert!(e.contains("removed"), "{e}");
+        assert!(log.error().is_some());
+    }
+}

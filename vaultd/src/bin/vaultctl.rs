@@ -1,0 +1,26 @@
+//! vaultctl: the user's command line for vaultd. See `vaultctl --help`.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
+
+fn main() {
+    let cli = vaultd::ctl::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vaultctl: cannot start: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match rt.block_on(vaultd::ctl::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vaultctl: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,708 @@
+//! `vaultctl`: the user's command line.
+//!
+//! Secrets and passphrases are read from the terminal (no echo), from
+//! `--passphrase-fd N` / `--from-fd N` (opened through `/dev/fd/N`), or from
+//! stdin; never from argv. Every command that changes the vault sends the
+//! passphrase with the request. Errors are one line on stderr and a non-zero
+//! exit.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use vault_proto::client::{self, Client, ConnectError};
+use vault_proto::v1::*;
+use zeroize::Zeroizing;
+
+use crate::dirs::Dirs;
+use crate::vault::KdfParams;
+
+/// vaultctl: manage the vaultd credential vault.
+#[derive(Debug, Parser)]
+#[command(name = "vaultctl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Read the passphrase from this file descriptor (up to the first newline) instead of the terminal.
+    #[arg(long, global = true, value_name = "N")]
+    pub passphrase_fd: Option<u32>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// vaultctl's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty vault (needs no running daemon).
+    Init {
+        /// argon2id memory in MiB.
+        #[arg(long, default_value_t = 256, value_name = "M")]
+        kdf_memory_mib: u32,
+        /// argon2id passes.
+        #[arg(long, default_value_t = 3, value_name = "T")]
+        kdf_iterations: u32,
+    },
+    /// Unlock the vault in the running daemon.
+    Unlock,
+    /// Lock now: wipe every key from memory and abort calls in flight (no passphrase needed).
+    Lock,
+    /// Show whether vaultd runs and is locked.
+    Status {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change the passphrase.
+    Passwd {
+        /// Read the new passphrase from this file descriptor instead of the terminal.
+        #[arg(long, value_name = "N")]
+        new_passphrase_fd: Option<u32>,
+    },
+    /// Store, list or remove secrets (values are write-only).
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Apply or show the policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Manage agent identities.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// Read and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Print the MCP client configuration that runs vault-mcp for an agent.
+    McpConfig(McpConfigArgs),
+}
+
+/// `secret` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Store a secret (from the terminal, a file descriptor or stdin).
+    Set {
+        /// Secret name.
+        name: String,
+        /// Read the value from this file descriptor (all of it; one trailing newline is dropped).
+        #[arg(long, value_name = "N", conflicts_with = "from_stdin")]
+        from_fd: Option<u32>,
+        /// Read the value from stdin (all of it; one trailing newline is dropped).
+        #[arg(long)]
+        from_stdin: bool,
+    },
+    /// List secret names, one per line.
+    List,
+    /// Remove a secret.
+    Rm {
+        /// Secret name.
+        name: String,
+    },
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a policy file and replace the services and capabilities with it.
+    Apply {
+        /// The policy TOML file.
+        file: PathBuf,
+        /// Validate only; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the policy sealed in the vault (no secret values).
+    Show,
+}
+
+/// `agent` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Create an agent and print its token (shown once).
+    Add {
+        /// Agent name.
+        name: String,
+        /// Print `{"name": ..., "token": ...}`.
+        #[arg(long)]
+        json: bool,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// List agents and their capabilities.
+    List,
+    /// Remove an agent: its token stops working at once, calls in flight included.
+    Rm {
+        /// Agent name.
+        name: String,
+    },
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Print the last records.
+    Tail {
+        /// How many records (0 = all).
+        #[arg(short = 'n', default_value_t = 20)]
+        n: u32,
+        /// Keep printing new records.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the MAC chain of the whole log.
+    Verify,
+}
+
+/// MCP clients `mcp-config` knows.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum McpClient {
+    /// Claude Desktop (`claude_desktop_config.json`).
+    ClaudeDesktop,
+    /// Claude Code (`.mcp.json` or `claude mcp add-json`).
+    ClaudeCode,
+    /// Cursor (`~/.cursor/mcp.json`).
+    Cursor,
+    /// VS Code (`.vscode/mcp.json`).
+    Vscode,
+    /// OpenAI Codex CLI (`~/.codex/config.toml`).
+    Codex,
+}
+
+/// `mcp-config` arguments.
+#[derive(Debug, Args)]
+pub struct McpConfigArgs {
+    /// The agent this MCP entry acts as.
+    #[arg(long)]
+    pub agent: String,
+    /// The MCP client to configure.
+    #[arg(long, value_enum, default_value = "claude-code")]
+    pub client: McpClient,
+    /// Where the agent's token is kept (default: the config dir's agents/NAME.token).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Reads a passphrase from `fd` (up to the first newline) or the terminal.
+fn read_passphrase(fd: Option<u32>, prompt: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let p = match fd {
+        Some(fd) => {
+            let mut raw = Zeroizing::new(Vec::new());
+            open_fd(fd)?.read_to_end(&mut raw).with_context(|| format!("cannot read the passphrase from fd {fd}"))?;
+            let end = raw.iter().position(|b| *b == b'\n').unwrap_or(raw.len());
+            let mut line = Zeroizing::new(raw[..end].to_vec());
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            line
+        }
+        None => {
+            if !std::io::stdin().is_terminal() && std::fs::File::open("/dev/tty").is_err() {
+                bail!("no terminal to read the passphrase from: pass --passphrase-fd N");
+            }
+            Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the passphrase from the terminal")?.into_bytes())
+        }
+    };
+    if p.is_empty() {
+        bail!("the passphrase is empty: nothing was done");
+    }
+    Ok(p)
+}
+
+fn open_fd(fd: u32) -> anyhow::Result<std::fs::File> {
+    std::fs::File::open(format!("/dev/fd/{fd}")).with_context(|| format!("file descriptor {fd} is not open"))
+}
+
+/// Reads a secret value: all bytes, one trailing newline dropped.
+fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut v = Zeroizing::new(Vec::new());
+    if let Some(fd) = from_fd {
+        open_fd(fd)?.read_to_end(&mut v).with_context(|| format!("cannot read the secret from fd {fd}"))?;
+    } else if from_stdin {
+        std::io::stdin().read_to_end(&mut v).context("cannot read the secret from stdin")?;
+    } else {
+        if std::fs::File::open("/dev/tty").is_err() {
+            bail!("no terminal to read the secret from: use --from-stdin or --from-fd N");
+        }
+        let s = Zeroizing::new(rpassword::prompt_password("Secret value: ").context("cannot read the secret from the terminal")?);
+        v.extend_from_slice(s.as_bytes());
+    }
+    let keep = if v.ends_with(b"\r\n") {
+        v.len() - 2
+    } else if v.ends_with(b"\n") {
+        v.len() - 1
+    } else {
+        v.len()
+    };
+    v.truncate(keep);
+    if v.is_empty() {
+        bail!("the secret value is empty: nothing was stored");
+    }
+    Ok(v)
+}
+
+fn socket() -> anyhow::Result<PathBuf> {
+    Ok(vault_proto::paths::socket_path()?)
+}
+
+async fn connect() -> anyhow::Result<Client> {
+    let path = socket()?;
+    Ok(client::connect(&path, Duration::from_secs(10)).await?)
+}
+
+/// A gRPC status as one line for the user.
+fn rpc(e: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", e.message())
+}
+
+/// Runs vaultctl; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let pfd = cli.passphrase_fd;
+    match cli.command {
+        Command::Init { kdf_memory_mib, kdf_iterations } => {
+            let kdf = KdfParams::new(kdf_memory_mib, kdf_iterations)?;
+            let dirs = Dirs::from_env(None)?;
+            if dirs.vault_file.exists() {
+                return Err(crate::error::Error::VaultExists { path: dirs.vault_file }.into());
+            }
+            let p = read_passphrase(pfd, "New passphrase: ")?;
+            if pfd.is_none() {
+                let again = read_passphrase(None, "Repeat passphrase: ")?;
+                if *again != *p {
+                    bail!("the passphrases differ: nothing was created");
+                }
+            }
+            let path = dirs.vault_file.clone();
+            tokio::task::spawn_blocking(move || crate::daemon::init_vault(&dirs, &p, kdf)).await??;
+            println!("created {}", path.display());
+            eprintln!("next: start vaultd (`systemctl --user start vaultd`), then `vaultctl unlock`");
+        }
+        Command::Unlock => {
+            let mut c = connect().await?;
+            let p = read_passphrase(pfd, "Passphrase: ")?;
+            c.unlock(UnlockRequest { passphrase: p.to_vec() }).await.map_err(rpc)?;
+            println!("unlocked");
+        }
+        Command::Lock => return lock().await,
+        Command::Status { json } => return status(json).await,
+        Command::Passwd { new_passphrase_fd } => {
+            let mut c = connect().await?;
+            let p = read_passphrase(pfd, "Current passphrase: ")?;
+            let n = read_passphrase(new_passphrase_fd, "New passphrase: ")?;
+            if new_passphrase_fd.is_none() {
+                let again = read_passphrase(None, "Repeat new passphrase: ")?;
+                if *again != *n {
+                    bail!("the new passphrases differ: nothing was changed");
+                }
+            }
+            c.change_passphrase(ChangePassphraseRequest { passphrase: p.to_vec(), new_passphrase: n.to_vec() })
+                .await
+                .map_err(rpc)?;
+            println!("passphrase changed");
+        }
+        Command::Secret(cmd) => match cmd {
+            SecretCmd::Set { name, from_fd, from_stdin } => {
+                crate::daemon::check_secret_name(&name)?;
+                let mut c = connect().await?;
+                let value = read_value(from_fd, from_stdin)?;
+                let p = read_passphrase(pfd, "Passphrase: ")?;
+                let r = c
+                    .set_secret(SetSecretRequest { passphrase: p.to_vec(), name: name.clone(), value: value.to_vec() })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                println!("{} secret {name}", if r.replaced { "replaced" } else { "stored" });
+            }
+            SecretCmd::List => {
+                let mut c = connect().await?;
+                for n in c.list_secrets(ListSecretsRequest {}).await.map_err(rpc)?.into_inner().names {
+                    println!("{n}");
+                }
+            }
+            SecretCmd::Rm { name } => {
+                let mut c = connect().await?;
+                let p = read_passphrase(pfd, "Passphrase: ")?;
+                c.remove_secret(RemoveSecretRequest { passphrase: p.to_vec(), name: name.clone() }).await.map_err(rpc)?;
+                println!("removed secret {name}");
+            }
+        },
+        Command::Policy(cmd) => match cmd {
+            PolicyCmd::Apply { file, dry_run } => return policy_apply(pfd, &file, dry_run).await,
+            PolicyCmd::Show => {
+                let mut c = connect().await?;
+                print!("{}", c.show_policy(ShowPolicyRequest {}).await.map_err(rpc)?.into_inner().policy_toml);
+            }
+        },
+        Command::Agent(cmd) => match cmd {
+            AgentCmd::Add { name, json, token_file } => {
+                let mut c = connect().await?;
+                let p = read_passphrase(pfd, "Passphrase: ")?;
+                let r = c.add_agent(AddAgentRequest { passphrase: p.to_vec(), name }).await.map_err(rpc)?.into_inner();
+                if let Some(f) = token_file {
+                    write_private(&f, format!("{}\n", r.token).as_bytes())?;
+                    println!("agent {} created; token written to {}", r.name, f.display());
+                } else if json {
+                    println!("{}", serde_json::json!({"name": r.name, "token": r.token}));
+                } else {
+                    println!("{}", r.token);
+                    eprintln!(
+                        "agent {} created. This token is shown once: give it to the MCP client (`vaultctl mcp-config --agent {}`).",
+                        r.name, r.name
+                    );
+                }
+            }
+            AgentCmd::List => {
+                let mut c = connect().await?;
+                for a in c.list_agents(ListAgentsRequest {}).await.map_err(rpc)?.into_inner().agents {
+                    let token = if a.has_token { "" } else { " (no token yet: `vaultctl agent add NAME`)" };
+                    println!("{}{token}\t{}", a.name, a.capabilities.join(","));
+                }
+            }
+            AgentCmd::Rm { name } => {
+                let mut c = connect().await?;
+                let p = read_passphrase(pfd, "Passphrase: ")?;
+                let r = c
+                    .remove_agent(RemoveAgentRequest { passphrase: p.to_vec(), name: name.clone() })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                println!("removed agent {name} ({} call(s) in flight aborted)", r.aborted_calls);
+            }
+        },
+        Command::Audit(cmd) => match cmd {
+            AuditCmd::Tail { n, follow, json } => {
+                let mut c = connect().await?;
+                let mut stream = c.audit_tail(AuditTailRequest { n, follow }).await.map_err(rpc)?.into_inner();
+                let mut out = std::io::stdout().lock();
+                while let Some(line) = stream.message().await.map_err(rpc)? {
+                    if json {
+                        writeln!(out, "{}", line.json)?;
+                    } else {
+                        writeln!(out, "{}", human_audit(&line.json))?;
+                    }
+                    out.flush()?;
+                }
+            }
+            AuditCmd::Verify => {
+                let mut c = connect().await?;
+                let r = c.audit_verify(AuditVerifyRequest {}).await.map_err(rpc)?.into_inner();
+                if r.ok {
+                    println!("audit log OK: {} records, chain intact", r.records);
+                } else {
+                    eprintln!("vaultctl: audit log FAILED verification: {}", r.problem);
+                    return Ok(1);
+                }
+            }
+        },
+        Command::McpConfig(args) => print!("{}", mcp_config(&args)?),
+    }
+    Ok(0)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::dirs::ensure_private_dir(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn human_audit(json: &str) -> String {
+    let Some(r) = crate::audit::parse_line(json) else {
+        return format!("(unreadable record) {json}");
+    };
+    let mut s = format!("{} #{} {}", r.time, r.seq, r.kind);
+    let mut push = |label: &str, v: Option<String>| {
+        if let Some(v) = v {
+            s.push_str(&format!(" {label}{v}"));
+        }
+    };
+    push("agent=", r.agent);
+    push("", r.event);
+    push("cap=", r.capability);
+    push("", r.method);
+    push("", r.path);
+    push("", r.decision);
+    push("rule=", r.rule.map(|x| format!("{x:?}")));
+    push("code=", r.code);
+    push("status=", r.status.map(|x| x.to_string()));
+    push("bytes=", r.bytes.map(|x| x.to_string()));
+    push("ms=", r.duration_ms.map(|x| x.to_string()));
+    push("reason=", r.reason.map(|x| format!("{x:?}")));
+    push("error=", r.error.map(|x| format!("{x:?}")));
+    s
+}
+
+async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read policy file {}", file.display()))?;
+    let source = file.display().to_string();
+    let cas = match crate::policy::ca_files(&text) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{}", crate::policy::format_errors(&source, &errs));
+            eprintln!("vaultctl: the policy was not applied: fix the error(s) above");
+            return Ok(1);
+        }
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut ca_files = std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for (ca, line) in cas {
+        let p = if Path::new(&ca).is_absolute() { PathBuf::from(&ca) } else { base.join(&ca) };
+        match std::fs::read_to_string(&p) {
+            Ok(pem) => {
+                ca_files.insert(ca, pem);
+            }
+            Err(e) => errors.push(format!("{source}:{line}: cannot read ca_file {}: {e}", p.display())),
+        }
+    }
+    if !errors.is_empty() {
+        eprintln!("{}", errors.join("\n"));
+        eprintln!("vaultctl: the policy was not applied: fix the error(s) above");
+        return Ok(1);
+    }
+    let mut c = connect().await?;
+    let p = read_passphrase(pfd, "Passphrase: ")?;
+    let r = c
+        .apply_policy(ApplyPolicyRequest { passphrase: p.to_vec(), policy_toml: text, source_name: source, ca_files, dry_run })
+        .await;
+    match r {
+        Ok(r) => {
+            let r = r.into_inner();
+            let verb = if dry_run { "policy is valid (nothing changed)" } else { "policy applied" };
+            println!("{verb}: {} service(s), {} capability(ies)", r.services, r.capabilities);
+            for a in r.new_agents {
+                eprintln!("new agent {a}: give it a token with `vaultctl agent add {a}`");
+            }
+            Ok(0)
+        }
+        Err(s) if s.code() == tonic::Code::InvalidArgument => {
+            eprintln!("{}", s.message());
+            eprintln!("vaultctl: the policy was not applied: fix the error(s) above");
+            Ok(1)
+        }
+        Err(s) => Err(rpc(s)),
+    }
+}
+
+async fn status(json: bool) -> anyhow::Result<i32> {
+    let path = socket()?;
+    let mut c = match client::connect(&path, Duration::from_secs(5)).await {
+        Ok(c) => c,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({"state": "unavailable", "error": e.to_string()}));
+            }
+            return Err(e.into());
+        }
+    };
+    let s = c.status(StatusRequest {}).await.map_err(rpc)?.into_inner();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "state": s.state,
+                "version": s.daemon_version,
+                "pid": s.pid,
+                "mlock": s.mlock_ok,
+                "landlock": s.landlock,
+                "seccomp": s.seccomp,
+                "audit_error": (!s.audit_error.is_empty()).then_some(&s.audit_error),
+                "warnings": s.warnings,
+                "secrets": s.secrets,
+                "services": s.services,
+                "capabilities": s.capabilities,
+                "agents": s.agents,
+                "unlocked_for_secs": s.unlocked_for_secs,
+                "vault": s.vault_path,
+                "audit": s.audit_path,
+                "socket": s.socket_path,
+            })
+        );
+    } else {
+        println!("vaultd {} (pid {}): {}", s.daemon_version, s.pid, s.state);
+        if s.state == "unlocked" {
+            println!(
+                "  {} secret(s), {} service(s), {} capability(ies), {} agent(s); unlocked for {}",
+                s.secrets,
+                s.services,
+                s.capabilities,
+                s.agents,
+                humantime::format_duration(Duration::from_secs(s.unlocked_for_secs))
+            );
+        }
+        println!("  vault:    {}", s.vault_path);
+        println!("  audit:    {}", s.audit_path);
+        println!("  socket:   {}", s.socket_path);
+        println!("  mlock:    {}", if s.mlock_ok { "ok" } else { "FAILED" });
+        println!("  landlock: {}", s.landlock);
+        println!("  seccomp:  {}", s.seccomp);
+        for w in &s.warnings {
+            println!("  warning:  {w}");
+        }
+        if s.state == "uninitialized" {
+            eprintln!("no vault yet: create one with `vaultctl init`");
+        }
+    }
+    Ok(0)
+}
+
+/// `lock`: ask the daemon; if it does not answer within 2 s, end it.
+async fn lock() -> anyhow::Result<i32> {
+    let path = socket()?;
+    let attempt = async {
+        let mut c = client::connect(&path, Duration::from_secs(2)).await?;
+        let r = c.lock(LockRequest {}).await.map_err(rpc)?.into_inner();
+        Ok::<_, anyhow::Error>(r.aborted_calls)
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Ok(aborted)) => {
+            println!("locked ({aborted} call(s) in flight aborted)");
+            Ok(0)
+        }
+        Ok(Err(e)) if matches!(e.downcast_ref::<ConnectError>(), Some(ConnectError::NotRunning { .. })) => {
+            println!("vaultd is not running: nothing holds the keys");
+            Ok(0)
+        }
+        Ok(Err(e)) if !matches!(e.downcast_ref::<ConnectError>(), Some(ConnectError::Timeout { .. })) => Err(e),
+        _ => kill_unresponsive(&path).await,
+    }
+}
+
+/// Ends the process behind the socket (found through its kernel credentials).
+async fn kill_unresponsive(path: &Path) -> anyhow::Result<i32> {
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .with_context(|| format!("vaultd did not answer and its socket {} cannot be opened", path.display()))?;
+    let cred = stream.peer_cred().context("cannot read the daemon's credentials from its socket")?;
+    let pid = cred.pid().and_then(|p| u32::try_from(p).ok()).ok_or_else(|| anyhow!("the socket did not name the daemon's pid"))?;
+    if cred.uid() != crate::sys::getuid() {
+        bail!("the process behind {} (pid {pid}) belongs to uid {}, not to you: not touching it", path.display(), cred.uid());
+    }
+    crate::sys::kill_process(pid).with_context(|| format!("vaultd (pid {pid}) did not answer and could not be killed"))?;
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("vaultd (pid {pid}) did not answer within 2 s and was killed: no key stays in memory");
+    Ok(0)
+}
+
+fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
+    let dirs = Dirs::from_env(None)?;
+    let token_file = match &args.token_file {
+        Some(f) => f.clone(),
+        None => dirs
+            .config_file
+            .parent()
+            .map(|p| p.join("agents").join(format!("{}.token", args.agent)))
+            .ok_or_else(|| anyhow!("cannot place the token file: pass --token-file FILE"))?,
+    };
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("vault-mcp")))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "vault-mcp".to_string());
+    let mut env = serde_json::Map::new();
+    env.insert("VAULTD_SOCKET".into(), serde_json::Value::String(dirs.socket.display().to_string()));
+    let name = format!("vault-{}", args.agent);
+    let tf = token_file.display().to_string();
+    let server = serde_json::json!({"command": exe, "args": ["--token-file", tf], "env": env});
+    let out = match args.client {
+        McpClient::ClaudeDesktop | McpClient::Cursor => {
+            serde_json::to_string_pretty(&serde_json::json!({"mcpServers": {name.clone(): server}}))? + "\n"
+        }
+        McpClient::ClaudeCode => {
+            let mut s = serde_json::json!({"type": "stdio"});
+            if let (Some(o), Some(src)) = (s.as_object_mut(), server.as_object()) {
+                o.extend(src.clone());
+            }
+            serde_json::to_string_pretty(&serde_json::json!({"mcpServers": {name.clone(): s}}))? + "\n"
+        }
+        McpClient::Vscode => {
+            let mut s = serde_json::json!({"type": "stdio"});
+            if let (Some(o), Some(src)) = (s.as_object_mut(), server.as_object()) {
+                o.extend(src.clone());
+            }
+            serde_json::to_string_pretty(&serde_json::json!({"servers": {name.clone(): s}}))? + "\n"
+        }
+        McpClient::Codex => {
+            let mut t = toml::Table::new();
+            t.insert("command".into(), toml::Value::String(exe));
+            t.insert("args".into(), toml::Value::Array(vec!["--token-file".into(), tf.clone().into()]));
+            let mut e = toml::Table::new();
+            e.insert("VAULTD_SOCKET".into(), toml::Value::String(dirs.socket.display().to_string()));
+            t.insert("env".into(), toml::Value::Table(e));
+            let mut servers = toml::Table::new();
+            servers.insert(name.clone(), toml::Value::Table(t));
+            let mut root = toml::Table::new();
+            root.insert("mcp_servers".into(), toml::Value::Table(servers));
+            toml::to_string(&root)?
+        }
+    };
+    let where_ = match args.client {
+        McpClient::ClaudeDesktop => "~/.config/Claude/claude_desktop_config.json",
+        McpClient::ClaudeCode => ".mcp.json in your project (or `claude mcp add-json`)",
+        McpClient::Cursor => "~/.cursor/mcp.json",
+        McpClient::Vscode => ".vscode/mcp.json",
+        McpClient::Codex => "~/.codex/config.toml",
+    };
+    if !token_file.exists() {
+        eprintln!(
+            "note: {} does not exist yet: create the agent's token there with `vaultctl agent add {} --token-file {}`",
+            token_file.display(),
+            args.agent,
+            token_file.display()
+        );
+    }
+    eprintln!("merge this into {where_}:");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_flag_takes_a_secret_on_argv() {
+        // Every flag that names a secret takes a file descriptor or a file, never the value.
+        let cmd = Cli::command();
+        fn walk(c: &clap::Command, out: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                if let Some(l) = a.get_long() {
+                    out.push(l.to_string());
+                }
+            }
+            for s in c.get_subcommands() {
+                walk(s, out);
+            }
+        }
+        let mut flags = Vec::new();
+        walk(&cmd, &mut flags);
+        for f in flags {
+            for word in ["passphrase", "secret", "token", "key", "password"] {
+                if f.contains(word) {
+                    assert!(f.ends_with("-fd") || f.ends_with("-file") || f.starts_with("kdf-"), "flag --{f} could carry a secret");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The daemon's state machine: locked or unlocked, and every change to the vault.
+//!
+//! Unlocked state is an immutable snapshot ([`Unlocked`]) behind an `Arc`:
+//! a call clones the `Arc` and works on it without holding any lock. A change
+//! to the vault (secret, policy, agent) builds a whole new snapshot from the
+//! re-sealed vault and swaps it in. `lock` swaps in `Locked`, cancels every
+//! call in flight, waits for their snapshots to be dropped, and so wipes every
+//! key, secret, derived value and pooled upstream connection.
+//!
+//! Every change re-opens the vault file *with the passphrase in the request*
+//! (the agent can reach the socket too), so an open socket alone changes
+//! nothing. Wrong passphrases are answered slower and slower.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditLog, Record};
+use crate::config::Config;
+use crate::dirs::Dirs;
+use crate::error::{Error, Result};
+use crate::policy::{self, Capability, RateLimit, Service};
+use crate::proxy::request::Rule;
+use crate::proxy::scrub::Scrubber;
+use crate::proxy::upstream;
+use crate::ratelimit::Limiter;
+use crate::secret::SecretBuf;
+use crate::vault::{self, AgentRecord, Header, KdfParams, VaultData};
+
+/// A service ready to call.
+pub struct ServiceRuntime {
+    /// Its policy entry.
+    pub service: Service,
+    /// Its own connection pool.
+    pub client: reqwest::Client,
+    /// Redacts its credential from responses.
+    pub scrubber: Scrubber,
+    /// The credential value.
+    pub credential: SecretBuf,
+    /// Parsed base URL.
+    pub base: url::Url,
+}
+
+/// A capability with compiled rules.
+pub struct CapabilityRuntime {
+    /// Its policy entry.
+    pub capability: Capability,
+    /// Compiled allow rules.
+    pub allow: Vec<Rule>,
+    /// Compiled deny rules.
+    pub deny: Vec<Rule>,
+    /// Parsed rate limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Everything that exists only while unlocked.
+pub struct Unlocked {
+    /// The vault header (re-used when re-sealing).
+    pub header: Header,
+    /// The data key.
+    pub data_key: SecretBuf,
+    /// Decrypted contents.
+    pub data: VaultData,
+    /// Services by name.
+    pub services: HashMap<String, Arc<ServiceRuntime>>,
+    /// Capabilities by name.
+    pub capabilities: HashMap<String, CapabilityRuntime>,
+    /// (agent name, SHA-256 of its token).
+    pub agent_hashes: Vec<(String, [u8; 32])>,
+    /// When the vault was unlocked.
+    pub unlocked_at: Instant,
+    /// Shared across snapshots of one unlocked period:
+    pub shared: Arc<Shared>,
+}
+
+/// State that outlives snapshot swaps but not a lock.
+pub struct Shared {
+    /// The audit writer.
+    pub audit: Mutex<AuditLog>,
+    /// Cancelled by `lock`: every call in flight ends with `locked`.
+    pub lock_cancel: CancellationToken,
+    /// Per-agent cancellation, cancelled by `agent rm`.
+    pub agent_cancel: Mutex<HashMap<String, CancellationToken>>,
+    /// Rate limit buckets.
+    pub limiter: Limiter,
+}
+
+impl Shared {
+    /// The cancellation token of `agent` (created on first use).
+    pub fn agent_token(&self, agent: &str) -> CancellationToken {
+        self.agent_cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Appends an audit record; Err carries why it could not be written.
+    pub fn audit(&self, rec: Record) -> std::result::Result<u64, String> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner()).append(rec)
+    }
+}
+
+enum State {
+    Locked,
+    Unlocked(Arc<Unlocked>),
+}
+
+/// The daemon.
+pub struct Daemon {
+    /// File locations.
+    pub dirs: Dirs,
+    /// Settings.
+    pub config: Config,
+    state: RwLock<State>,
+    /// Serializes unlock, lock and vault changes.
+    admin: tokio::sync::Mutex<()>,
+    failures: Mutex<u32>,
+    highest_generation: AtomicU64,
+    system_roots: rustls::RootCertStore,
+    /// Landlock status line for `status`.
+    pub landlock_status: String,
+    /// Seccomp status line for `status`.
+    pub seccomp_status: String,
+    /// Calls in flight (for `lock`'s report).
+    pub in_flight: AtomicU64,
+}
+
+/// Throttle after `n` consecutive wrong passphrases.
+fn failure_delay(n: u32) -> Duration {
+    if n == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(250u64.saturating_mul(1 << (n - 1).min(7))).min(Duration::from_secs(30))
+}
+
+/// SHA-256 of an agent token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A new agent token: `vtk_` + 256 random bits, base64url.
+fn new_token() -> Result<String> {
+    use base64::Engine;
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|_| Error::Crypto("the OS random generator failed"))?;
+    Ok(format!("vtk_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)))
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone)]
+pub struct StatusInfo {
+    /// uninitialized | locked | unlocked
+    pub state: &'static str,
+    /// Counts (0 when locked).
+    pub secrets: u32,
+    /// Services.
+    pub services: u32,
+    /// Capabilities.
+    pub capabilities: u32,
+    /// Agents.
+    pub agents: u32,
+    /// Audit write error, if any.
+    pub audit_error: Option<String>,
+    /// Seconds since unlock.
+    pub unlocked_for: u64,
+}
+
+impl Daemon {
+    /// A locked daemon.
+    pub fn new(dirs: Dirs, config: Config, system_roots: rustls::RootCertStore) -> Daemon {
+        Daemon {
+            dirs,
+            config,
+            state: RwLock::new(State::Locked),
+            admin: tokio::sync::Mutex::new(()),
+            failures: Mutex::new(0),
+            highest_generation: AtomicU64::new(0),
+            system_roots,
+            landlock_status: "not applied".into(),
+            seccomp_status: "not applied".into(),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// The current unlocked snapshot, if any.
+    pub fn unlocked(&self) -> Option<Arc<Unlocked>> {
+        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
+            State::Locked => None,
+            State::Unlocked(u) => Some(u.clone()),
+        }
+    }
+
+    /// State and counts.
+    pub fn status(&self) -> StatusInfo {
+        match self.unlocked() {
+            Some(u) => StatusInfo {
+                state: "unlocked",
+                secrets: u.data.secrets.len() as u32,
+                services: u.services.len() as u32,
+                capabilities: u.capabilities.len() as u32,
+                agents: u.data.agents.len() as u32,
+                audit_error: u.shared.audit.lock().unwrap_or_else(|p| p.into_inner()).error().map(str::to_string),
+                unlocked_for: u.unlocked_at.elapsed().as_secs(),
+            },
+            None => StatusInfo {
+                state: if self.dirs.vault_file.exists() { "locked" } else { "uninitialized" },
+                secrets: 0,
+                services: 0,
+                capabilities: 0,
+                agents: 0,
+                audit_error: None,
+                unlocked_for: 0,
+            },
+        }
+    }
+
+    /// Opens the vault file with `passphrase` (off the async threads: argon2
+    /// is slow by design), throttling wrong guesses and refusing rollbacks.
+    async fn open_vault(&self, passphrase: SecretBuf) -> Result<vault::Opened> {
+        let delay = failure_delay(*self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        let path = self.dirs.vault_file.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let file = vault::read(&path)?;
+            vault::open(&path, &file, passphrase.expose())
+        })
+        .await
+        .map_err(|_| Error::Crypto("vault worker panicked"))?;
+        match result {
+            Err(Error::WrongPassphrase) => {
+                let n = {
+                    let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                    *f = f.saturating_add(1);
+                    *f
+                };
+                tokio::time::sleep(delay.max(failure_delay(n))).await;
+                tracing::warn!(failures = n, "wrong passphrase");
+                Err(Error::WrongPassphrase)
+            }
+            Err(e) => Err(e),
+            Ok(opened) => {
+                *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+                let seen = self.highest_generation.load(Ordering::SeqCst);
+                if opened.data.generation < seen {
+                    return Err(Error::Rollback {
+                        path: self.dirs.vault_file.clone(),
+                        found: opened.data.generation,
+                        seen,
+                    });
+                }
+                self.highest_generation.fetch_max(opened.data.generation, Ordering::SeqCst);
+                Ok(opened)
+            }
+        }
+    }
+
+    fn build(&self, header: Header, data_key: SecretBuf, data: VaultData, shared: Arc<Shared>) -> Result<Unlocked> {
+        let mut services = HashMap::new();
+        for s in &data.policy.services {
+            let secret = data.secrets.get(s.auth.secret()).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "service {} uses secret {:?}, which is not in the vault: `vaultctl secret set {}`",
+                    s.name,
+                    s.auth.secret(),
+                    s.auth.secret()
+                ))
+            })?;
+            let credential = SecretBuf::copy_from(secret.expose())?;
+            let mut forms: Vec<&[u8]> = vec![credential.expose()];
+            let basic;
+            if let policy::Auth::Basic { username, .. } = &s.auth {
+                let mut b = Vec::with_capacity(username.len() + 1 + credential.len());
+                b.extend_from_slice(username.as_bytes());
+                b.push(b':');
+                b.extend_from_slice(credential.expose());
+                basic = SecretBuf::take(b)?;
+                forms.push(basic.expose());
+            }
+            let scrubber = Scrubber::new(&forms);
+            let client = upstream::build_client(s, &self.system_roots)?;
+            let base = url::Url::parse(&s.base_url).map_err(|e| Error::Invalid(format!("service {}: {e}", s.name)))?;
+            services.insert(
+                s.name.clone(),
+                Arc::new(ServiceRuntime { service: s.clone(), client, scrubber, credential, base }),
+            );
+        }
+        let mut capabilities = HashMap::new();
+        for c in &data.policy.capabilities {
+            let compile = |rules: &[String]| -> Result<Vec<Rule>> {
+                rules.iter().map(|r| Rule::parse(r).map_err(|e| Error::Invalid(format!("rule {r:?}: {e}")))).collect()
+            };
+            capabilities.insert(
+                c.name.clone(),
+                CapabilityRuntime {
+                    capability: c.clone(),
+                    allow: compile(&c.allow)?,
+                    deny: compile(&c.deny)?,
+                    rate_limit: c.rate_limit.as_deref().map(RateLimit::parse).transpose().map_err(Error::Invalid)?,
+                },
+            );
+        }
+        let agent_hashes = data
+            .agents
+            .iter()
+            .filter_map(|(name, rec)| rec.token_sha256.as_deref().and_then(unhex32).map(|h| (name.clone(), h)))
+            .collect();
+        Ok(Unlocked {
+            header,
+            data_key,
+            data,
+            services,
+            capabilities,
+            agent_hashes,
+            unlocked_at: Instant::now(),
+            shared,
+        })
+    }
+
+    /// Unlocks with `passphrase`. Already unlocked: checks the passphrase and succeeds.
+    pub async fn unlock(&self, passphrase: SecretBuf) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        let opened = self.open_vault(passphrase).await?;
+        if self.unlocked().is_some() {
+            return Ok(());
+        }
+        let audit = AuditLog::open(&self.dirs.audit_file, &opened.data_key)?;
+        let shared = Arc::new(Shared {
+            audit: Mutex::new(audit),
+            lock_cancel: CancellationToken::new(),
+            agent_cancel: Mutex::new(HashMap::new()),
+            limiter: Limiter::default(),
+        });
+        let unlocked = self.build(opened.header, opened.data_key, opened.data, shared.clone())?;
+        if let Err(e) = shared.audit(Record { kind: "admin".into(), event: Some("unlock".into()), ..Default::default() }) {
+            tracing::warn!("audit: {e}");
+        }
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::Unlocked(Arc::new(unlocked));
+        tracing::info!("vault unlocked");
+        Ok(())
+    }
+
+    /// Locks: cancels every call in flight, then waits (bounded) until no
+    /// snapshot is referenced, so keys and secrets are wiped when this returns.
+    /// Returns the number of calls that were aborted.
+    pub async fn lock(&self) -> u32 {
+        let prev = std::mem::replace(&mut *self.state.write().unwrap_or_else(|p| p.into_inner()), State::Locked);
+        let State::Unlocked(u) = prev else {
+            return 0;
+        };
+        let aborted = self.in_flight.load(Ordering::SeqCst) as u32;
+        u.shared.lock_cancel.cancel();
+        let _ = u.shared.audit(Record { kind: "admin".into(), event: Some("lock".into()), ..Default::default() });
+        // Calls in flight hold clones; they drop them as soon as they see the cancellation.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut u = u;
+        loop {
+            match Arc::try_unwrap(u) {
+                Ok(inner) => {
+                    drop(inner);
+                    break;
+                }
+                Err(back) if Instant::now() < deadline => {
+                    u = back;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(back) => {
+                    tracing::error!(refs = Arc::strong_count(&back), "calls did not release the vault within 2 s of lock");
+                    drop(back);
+                    break;
+                }
+            }
+        }
+        tracing::info!(aborted, "vault locked");
+        aborted
+    }
+
+    /// Applies `change` to the vault opened with `passphrase`, re-seals and
+    /// writes it atomically, and (if unlocked) swaps in the new state. On any
+    /// error the file and the running state are exactly as before.
+    async fn change<T>(
+        &self,
+        passphrase: SecretBuf,
+        event: String,
+        change: impl FnOnce(&mut VaultData, &mut Header, &SecretBuf) -> Result<T>,
+    ) -> Result<T> {
+        let _admin = self.admin.lock().await;
+        let vault::Opened { mut header, data_key, mut data } = self.open_vault(passphrase).await?;
+        let out = change(&mut data, &mut header, &data_key)?;
+        data.generation += 1;
+        let bytes = vault::seal(&header, &data_key, &data)?;
+        let path = self.dirs.vault_file.clone();
+        tokio::task::spawn_blocking(move || vault::write_atomic(&path, &bytes, true))
+            .await
+            .map_err(|_| Error::Crypto("vault writer panicked"))??;
+        self.highest_generation.fetch_max(data.generation, Ordering::SeqCst);
+        if let Some(current) = self.unlocked() {
+            let next = self.build(header, data_key, data, current.shared.clone())?;
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::Unlocked(Arc::new(next));
+            if let Err(e) = current.shared.audit(Record { kind: "admin".into(), event: Some(event), ..Default::default() }) {
+                tracing::warn!("audit: {e}");
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a secret; true when it replaced one.
+    pub async fn set_secret(&self, passphrase: SecretBuf, name: String, value: SecretBuf) -> Result<bool> {
+        check_secret_name(&name)?;
+        if value.is_empty() {
+            return Err(Error::Invalid("the secret value is empty: nothing was stored".into()));
+        }
+        let event = format!("secret set {name}");
+        self.change(passphrase, event, move |data, _, _| {
+            if let Some(lens) = services_using(data, &name).first()
+                && value.len() < policy::MIN_CREDENTIAL_LEN
+            {
+                return Err(Error::Invalid(format!(
+                    "service {lens} uses secret {name:?}, and a credential shorter than {} bytes cannot be redacted safely",
+                    policy::MIN_CREDENTIAL_LEN
+                )));
+            }
+            Ok(data.secrets.insert(name, value).is_some())
+        })
+        .await
+    }
+
+    /// Removes a secret no service uses.
+    pub async fn remove_secret(&self, passphrase: SecretBuf, name: String) -> Result<()> {
+        let event = format!("secret rm {name}");
+        self.change(passphrase, event, move |data, _, _| {
+            let users = services_using(data, &name);
+            if !users.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "secret {name:?} is used by service(s) {}: change the policy first (`vaultctl policy apply`)",
+                    users.join(", ")
+                )));
+            }
+            data.secrets.remove(&name).map(|_| ()).ok_or(Error::NotFound {
+                kind: "secret",
+                name,
+                hint: "; `vaultctl secret list` shows the names",
+            })
+        })
+        .await
+    }
+
+    /// Validates and stores a policy; returns (services, capabilities, new agents).
+    pub async fn apply_policy(
+        &self,
+        passphrase: SecretBuf,
+        text: String,
+        source: String,
+        ca_files: HashMap<String, String>,
+        dry_run: bool,
+    ) -> Result<(u32, u32, Vec<String>)> {
+        let apply = move |data: &mut VaultData| -> Result<(u32, u32, Vec<String>)> {
+            let ctx = policy::Context {
+                secrets: data.secrets.keys().map(String::as_str).collect(),
+                agents: data.agents.keys().map(String::as_str).collect(),
+                ca_files: &ca_files,
+                secret_lens: data.secrets.iter().map(|(k, v)| (k.as_str(), v.len())).collect(),
+            };
+            let parsed = policy::parse(&text, &ctx).map_err(|errs| Error::Invalid(policy::format_errors(&source, &errs)))?;
+            let mut new_agents = Vec::new();
+            for a in parsed.agents {
+                if !data.agents.contains_key(&a) {
+                    data.agents.insert(a.clone(), AgentRecord::default());
+                    new_agents.push(a);
+                }
+            }
+            let counts = (parsed.policy.services.len() as u32, parsed.policy.capabilities.len() as u32);
+            data.policy = parsed.policy;
+            Ok((counts.0, counts.1, new_agents))
+        };
+        if dry_run {
+            let _admin = self.admin.lock().await;
+            let mut opened = self.open_vault(passphrase).await?;
+            return apply(&mut opened.data);
+        }
+        self.change(passphrase, "policy apply".into(), move |data, _, _| apply(data)).await
+    }
+
+    /// Issues a token for a new agent, or for one the policy declared without a token.
+    pub async fn add_agent(&self, passphrase: SecretBuf, name: String) -> Result<String> {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+            return Err(Error::Invalid(format!("agent name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ .")));
+        }
+        let token = new_token()?;
+        let hash = hex(&token_hash(&token));
+        let event = format!("agent add {name}");
+        self.change(passphrase, event, move |data, _, _| {
+            let rec = data.agents.entry(name.clone()).or_default();
+            if rec.token_sha256.is_some() {
+                return Err(Error::Invalid(format!(
+                    "agent {name:?} already has a token: to issue a new one, `vaultctl agent rm {name}` then `vaultctl agent add {name}`"
+                )));
+            }
+            rec.token_sha256 = Some(hash);
+            Ok(())
+        })
+        .await?;
+        Ok(token)
+    }
+
+    /// Removes an agent and aborts its calls in flight; returns how many were running.
+    pub async fn remove_agent(&self, passphrase: SecretBuf, name: String) -> Result<()> {
+        let event = format!("agent rm {name}");
+        let n2 = name.clone();
+        self.change(passphrase, event, move |data, _, _| {
+            data.agents.remove(&n2).map(|_| ()).ok_or(Error::NotFound {
+                kind: "agent",
+                name: n2,
+                hint: "; `vaultctl agent list` shows the names",
+            })
+        })
+        .await?;
+        if let Some(u) = self.unlocked() {
+            if let Some(t) = u.shared.agent_cancel.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
+                t.cancel();
+            }
+            u.shared.limiter.forget_agent(&name);
+        }
+        Ok(())
+    }
+
+    /// Re-wraps the data key under a new passphrase.
+    pub async fn change_passphrase(&self, passphrase: SecretBuf, new_passphrase: SecretBuf) -> Result<()> {
+        if new_passphrase.is_empty() {
+            return Err(Error::Invalid("the new passphrase is empty".into()));
+        }
+        self.change(passphrase, "passwd".into(), move |_, header, key| {
+            *header = vault::rewrap(key, new_passphrase.expose(), header.kdf)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn services_using(data: &VaultData, secret: &str) -> Vec<String> {
+    data.policy.services.iter().filter(|s| s.auth.secret() == secret).map(|s| s.name.clone()).collect()
+}
+
+/// Secret names: 1-128 characters of A-Z a-z 0-9 - _ . /
+pub fn check_secret_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')) {
+        return Err(Error::Invalid(format!("secret name {name:?} must be 1-128 characters of A-Z a-z 0-9 - _ . /")));
+    }
+    Ok(())
+}
+
+/// Creates a new vault file (vaultctl init).
+pub fn init_vault(dirs: &Dirs, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
+    if dirs.vault_file.exists() {
+        return Err(Error::VaultExists { path: dirs.vault_file.clone() });
+    }
+    dirs.create_all()?;
+    let (header, key) = vault::create(passphrase, kdf)?;
+    let data = VaultData { generation: 1, secrets: BTreeMap::new(), ..Default::default() };
+    let bytes = vault::seal(&header, &key, &data)?;
+    vault::write_atomic(&dirs.vault_file, &bytes, false)
+}
+
+/// Names of the agents an unlocked snapshot knows, with whether they have a token.
+pub fn agent_names(u: &Unlocked) -> Vec<(String, bool, Vec<String>)> {
+    u.data
+        .agents
+        .iter()
+        .map(|(name, rec)| {
+            let caps = u
+                .data
+                .policy
+                .capabilities
+                .iter()
+                .filter(|c| c.agents.iter().any(|a| a == name))
+                .map(|c| c.name.clone())
+                .collect();
+            (name.clone(), rec.token_sha256.is_some(), caps)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_grows_and_caps() {
+        assert_eq!(failure_delay(0), Duration::ZERO);
+        assert!(failure_delay(2) > failure_delay(1));
+        assert_eq!(failure_delay(50), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let a = new_token().unwrap();
+        let b = new_token().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("vtk_") && a.len() == 4 + 43);
+    }
+}

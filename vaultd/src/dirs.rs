@@ -1,0 +1,114 @@
+//! Every filesystem location vaultd and vaultctl use, in one place.
+//!
+//! With `VAULTD_HOME=DIR` everything lives in DIR (one isolated instance, as
+//! tests use). Otherwise the XDG base directories: config in
+//! `$XDG_CONFIG_HOME/vaultd`, vault in `$XDG_DATA_HOME/vaultd`, audit log in
+//! `$XDG_STATE_HOME/vaultd`, socket in `$XDG_RUNTIME_DIR/vaultd` (or
+//! `VAULTD_SOCKET`). Directories are created 0700 (atomically, by `mkdir`
+//! with that mode, never chmod after the fact) and checked to be ours.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Resolved locations of one vaultd instance.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// `vaultd.toml` (non-secret daemon settings).
+    pub config_file: PathBuf,
+    /// `vault.bin` (the sealed vault).
+    pub vault_file: PathBuf,
+    /// `audit.jsonl`.
+    pub audit_file: PathBuf,
+    /// `vaultd.sock`.
+    pub socket: PathBuf,
+}
+
+fn xdg(var: &str, fallback_under_home: &str) -> Result<PathBuf, Error> {
+    if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(v);
+        if p.is_absolute() {
+            return Ok(p);
+        }
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| Error::Config(format!("neither {var} nor HOME is set: set VAULTD_HOME=DIR")))?;
+    Ok(PathBuf::from(home).join(fallback_under_home))
+}
+
+impl Dirs {
+    /// Locations from the environment. `config_override` is `--config FILE`.
+    pub fn from_env(config_override: Option<&Path>) -> Result<Dirs, Error> {
+        let socket = vault_proto::paths::socket_path().map_err(|e| Error::Config(e.to_string()))?;
+        let home = vault_proto::paths::vaultd_home().map_err(|e| Error::Config(e.to_string()))?;
+        let mut dirs = match home {
+            Some(home) => Dirs {
+                config_file: home.join("vaultd.toml"),
+                vault_file: home.join("vault.bin"),
+                audit_file: home.join("audit.jsonl"),
+                socket,
+            },
+            None => Dirs {
+                config_file: xdg("XDG_CONFIG_HOME", ".config")?.join("vaultd/vaultd.toml"),
+                vault_file: xdg("XDG_DATA_HOME", ".local/share")?.join("vaultd/vault.bin"),
+                audit_file: xdg("XDG_STATE_HOME", ".local/state")?.join("vaultd/audit.jsonl"),
+                socket,
+            },
+        };
+        if let Some(c) = config_override {
+            dirs.config_file = c.to_path_buf();
+        }
+        Ok(dirs)
+    }
+
+    /// Directories vaultd writes to (created 0700): vault, audit and socket dirs.
+    pub fn writable_dirs(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = [&self.vault_file, &self.audit_file, &self.socket]
+            .iter()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Creates every directory vaultd needs, 0700.
+    pub fn create_all(&self) -> Result<(), Error> {
+        for d in self.writable_dirs() {
+            ensure_private_dir(&d)?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 if missing; refuses a directory
+/// owned by another user. An existing directory that is group/world
+/// accessible is tightened to 0700 (it is ours).
+pub fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect directory", dir, e))?;
+    if !meta.is_dir() {
+        return Err(Error::Config(format!("{} is not a directory", dir.display())));
+    }
+    if meta.uid() != crate::sys::getuid() {
+        return Err(Error::Config(format!(
+            "{} belongs to uid {}, not to you (uid {}): choose another directory",
+            dir.display(),
+            meta.uid(),
+            crate::sys::getuid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("restrict directory to 0700", dir, e))?;
+    }
+    Ok(())
+}

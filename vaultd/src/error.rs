@@ -1,0 +1,100 @@
+//! The daemon library's error type: one variant per failed operation, each
+//! carrying the path or name involved. Messages say what failed and what to
+//! do; none ever contains a secret (values never reach an error).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias for the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can fail in vaultd and vaultctl.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("write vault", "open audit log"...).
+        op: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The OS error (its text names ENOSPC, EACCES...).
+        source: io::Error,
+    },
+    /// There is no vault file yet.
+    #[error("no vault at {}: create one with `vaultctl init`", path.display())]
+    NoVault {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// `init` found an existing vault.
+    #[error("a vault already exists at {}: it was left untouched (to start over, move it away first)", path.display())]
+    VaultExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The vault file is not something this version can read.
+    #[error("{} is not a vaultd vault file ({why}); it was not changed", path.display())]
+    BadFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The vault file was modified or corrupted.
+    #[error(
+        "vault file {} failed its integrity check: it has been tampered with or corrupted ({why}); it was not changed: restore it from a backup",
+        path.display()
+    )]
+    Tampered {
+        /// The file.
+        path: PathBuf,
+        /// Which check failed.
+        why: &'static str,
+    },
+    /// The passphrase does not open the vault.
+    #[error("wrong passphrase: the vault was not changed; try again (each failure makes the next answer slower)")]
+    WrongPassphrase,
+    /// The file on disk is older than one this daemon already saw.
+    #[error(
+        "vault file {} is older (generation {found}) than one this vaultd already loaded (generation {seen}): it may have been rolled back; restore the newest copy",
+        path.display()
+    )]
+    Rollback {
+        /// The file.
+        path: PathBuf,
+        /// Generation in the file.
+        found: u64,
+        /// Highest generation seen.
+        seen: u64,
+    },
+    /// Cryptographic failure that is not an authentication failure.
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(&'static str),
+    /// Secret memory could not be allocated.
+    #[error(transparent)]
+    SecretAlloc(#[from] crate::secret::SecretAllocError),
+    /// Bad configuration or environment.
+    #[error("{0}")]
+    Config(String),
+    /// A request was invalid (message says why and what to do).
+    #[error("{0}")]
+    Invalid(String),
+    /// A name was not found.
+    #[error("no {kind} named {name:?}{hint}")]
+    NotFound {
+        /// "secret", "agent"...
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+        /// What to do (starts with "; ").
+        hint: &'static str,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `op`.
+    pub fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
+        Error::Io { op, path: path.to_path_buf(), source }
+    }
+}

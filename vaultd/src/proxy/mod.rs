@@ -1,0 +1,480 @@
+//! The execute path: an agent's request, checked, audited, sent with the
+//! credential, and its answer scrubbed (DESIGN.md, "Rules of the proxy path").
+//!
+//! Order of checks, each refusal with its stable code: vault unlocked
+//! (`locked`) -> agent token (`unknown_agent`) -> capability granted to this
+//! agent (`no_such_capability`, same text whether it exists or not) -> method,
+//! path, headers, query, body size (`bad_request`) -> deny rules, then allow
+//! rules (`denied_by_rule`) -> reason (`reason_required`) -> rate limit
+//! (`rate_limited`) -> decision record written (`audit_unavailable`) -> the
+//! upstream call (`upstream_error`), raced against `lock` (`locked`) and
+//! `agent rm` (`unknown_agent`).
+//!
+//! # Layout
+//! - [`request`]: method/path canonicalization, header and query rules, policy rules.
+//! - [`scrub`]: redaction of every credential form from responses.
+//! - [`upstream`]: HTTP clients, name resolution and address checks.
+
+pub mod request;
+pub mod scrub;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use subtle::ConstantTimeEq;
+use vault_proto::codes;
+use vault_proto::v1::{ExecuteRequest, ExecuteResponse, Header};
+
+use crate::audit::Record;
+use crate::daemon::{Daemon, ServiceRuntime, Unlocked, token_hash};
+use crate::policy::Auth;
+
+/// Largest request body accepted from an agent.
+pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+
+/// A refusal: a stable code and a message that says what the user can do.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// One of `vault_proto::codes`.
+    pub code: &'static str,
+    /// Human text (never a secret).
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal { code, message: message.into() }
+    }
+
+    /// The locked refusal (one text everywhere).
+    pub fn locked() -> Refusal {
+        Refusal::new(codes::LOCKED, "the vault is locked; ask the user to run `vaultctl unlock`, then retry")
+    }
+
+    /// The unknown-agent refusal.
+    pub fn unknown_agent() -> Refusal {
+        Refusal::new(
+            codes::UNKNOWN_AGENT,
+            "this agent token is not known to the vault (missing, mistyped or revoked); ask the user to create one with `vaultctl agent add NAME` and configure it with `vaultctl mcp-config --agent NAME`",
+        )
+    }
+}
+
+impl From<Refusal> for tonic::Status {
+    fn from(r: Refusal) -> tonic::Status {
+        let code = match r.code {
+            codes::LOCKED => tonic::Code::FailedPrecondition,
+            codes::UNKNOWN_AGENT => tonic::Code::Unauthenticated,
+            codes::NO_SUCH_CAPABILITY => tonic::Code::NotFound,
+            codes::DENIED_BY_RULE => tonic::Code::PermissionDenied,
+            codes::RATE_LIMITED => tonic::Code::ResourceExhausted,
+            codes::REASON_REQUIRED | codes::BAD_REQUEST => tonic::Code::InvalidArgument,
+            codes::AUDIT_UNAVAILABLE => tonic::Code::Unavailable,
+            _ => tonic::Code::Aborted,
+        };
+        tonic::Status::new(code, format!("{}: {}", r.code, r.message))
+    }
+}
+
+/// Who is calling, from the kernel's socket credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Process id.
+    pub pid: Option<u32>,
+    /// User id.
+    pub uid: Option<u32>,
+    /// Executable path (best effort).
+    pub exe: Option<String>,
+}
+
+/// The agent named by `token` in `u`, compared in constant time against every agent.
+pub fn find_agent(u: &Unlocked, token: &str) -> Option<String> {
+    if token.is_empty() {
+        return None;
+    }
+    let h = token_hash(token);
+    let mut found = None;
+    for (name, stored) in &u.agent_hashes {
+        if bool::from(stored.ct_eq(&h)) {
+            found = Some(name.clone());
+        }
+    }
+    found
+}
+
+fn clip(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+struct InFlight<'a>(&'a Daemon);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs one `execute` call.
+pub async fn execute(d: &Daemon, peer: &Peer, req: ExecuteRequest) -> Result<ExecuteResponse, Refusal> {
+    let u = d.unlocked().ok_or_else(Refusal::locked)?;
+    let agent = find_agent(&u, &req.agent_token).ok_or_else(Refusal::unknown_agent)?;
+    let agent_cancel = u.shared.agent_token(&agent);
+    let lock_cancel = u.shared.lock_cancel.clone();
+
+    let mut rec = Record {
+        kind: "decision".into(),
+        agent: Some(agent.clone()),
+        peer_pid: peer.pid,
+        peer_uid: peer.uid,
+        peer_exe: peer.exe.clone(),
+        capability: Some(clip(&req.capability, 64)),
+        method: Some(clip(&req.method, 16)),
+        path: Some(clip(&req.path, 256)),
+        reason: (!req.reason.is_empty()).then(|| req.reason.clone()),
+        ..Default::default()
+    };
+    let decided = decide(&u, &agent, &req);
+    let (svc, method, url, headers) = match decided {
+        Ok(ok) => ok,
+        Err((refusal, rule)) => {
+            rec.decision = Some("denied".into());
+            rec.code = Some(refusal.code.into());
+            rec.rule = rule;
+            if let Err(e) = u.shared.audit(rec) {
+                tracing::warn!("audit record for a refused call not written: {e}");
+            }
+            return Err(refusal);
+        }
+    };
+    rec.method = Some(method.to_string());
+    rec.path = Some(url.1.clone());
+    rec.decision = Some("allowed".into());
+    rec.rule = Some(url.2.clone());
+    let decision_seq = u.shared.audit(rec.clone()).map_err(|e| {
+        Refusal::new(
+            codes::AUDIT_UNAVAILABLE,
+            format!("the audit record could not be written, so nothing was sent ({e}); `vaultctl status` shows why"),
+        )
+    })?;
+
+    d.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlight(d);
+    let started = Instant::now();
+    let call = call_upstream(&svc, method, url.0, headers, req.body);
+    let outcome = tokio::select! {
+        biased;
+        _ = lock_cancel.cancelled() => Err(Refusal::new(codes::LOCKED, "the vault was locked while this call ran; it was aborted. Ask the user to run `vaultctl unlock`")),
+        _ = agent_cancel.cancelled() => Err(Refusal::unknown_agent()),
+        r = call => r,
+    };
+    let mut result = Record {
+        kind: "result".into(),
+        agent: Some(agent),
+        capability: rec.capability.clone(),
+        method: rec.method.clone(),
+        path: rec.path.clone(),
+        decision_seq: Some(decision_seq),
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+        ..Default::default()
+    };
+    match &outcome {
+        Ok(resp) => {
+            result.status = Some(resp.status as u16);
+            result.bytes = Some(resp.body.len() as u64);
+            result.truncated = Some(resp.truncated);
+        }
+        Err(r) => {
+            result.code = Some(r.code.into());
+            result.error = Some(clip(&r.message, 300));
+        }
+    }
+    if r_is_locked(&outcome) {
+        // The lock already closed the log's chain with its own record; the
+        // writer may be gone. Best effort only.
+    }
+    if let Err(e) = u.shared.audit(result) {
+        tracing::warn!("audit result record not written: {e}");
+    }
+    outcome.map(|mut r| {
+        r.audit_seq = decision_seq;
+        r
+    })
+}
+
+fn r_is_locked(r: &Result<ExecuteResponse, Refusal>) -> bool {
+    matches!(r, Err(x) if x.code == codes::LOCKED)
+}
+
+type Decided = (Arc<ServiceRuntime>, &'static str, (url::Url, String, String), Vec<(String, String)>);
+
+/// The policy decision: Ok with what to send, or the refusal and the rule that decided it.
+fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (Refusal, Option<String>)> {
+    let no_such = || {
+        (
+            Refusal::new(
+                codes::NO_SUCH_CAPABILITY,
+                format!(
+                    "no capability named {:?} is available to this agent; call list_services to see the ones it may use, or ask the user to grant one in the policy",
+                    clip(&req.capability, 64)
+                ),
+            ),
+            None,
+        )
+    };
+    let cap = u.capabilities.get(&req.capability).ok_or_else(no_such)?;
+    if !cap.capability.agents.iter().any(|a| a == agent) {
+        return Err(no_such());
+    }
+    let svc = u.services.get(&cap.capability.service).ok_or_else(no_such)?.clone();
+    let bad = |e: request::BadRequest| (Refusal::new(codes::BAD_REQUEST, e.0), None);
+    let method = request::canonical_method(&req.method).map_err(bad)?;
+    let path = request::canonical_path(&req.path).map_err(bad)?;
+    let (cred_header, cred_query) = match &svc.service.auth {
+        Auth::Header { name, .. } => (Some(name.as_str()), None),
+        Auth::Query { name, .. } => (None, Some(name.as_str())),
+        _ => (None, None),
+    };
+    let headers: Vec<(String, String)> = req.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+    let headers = request::check_headers(&headers, cred_header).map_err(bad)?;
+    let query: Vec<(String, String)> = req.query.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+    let query = request::check_query(&query, cred_query).map_err(bad)?;
+    if req.body.len() > MAX_REQUEST_BODY {
+        return Err((
+            Refusal::new(codes::BAD_REQUEST, format!("the request body is {} bytes; the limit is 10 MiB", req.body.len())),
+            None,
+        ));
+    }
+    if let Some(rule) = cap.deny.iter().find(|r| r.matches(method, &path)) {
+        return Err((
+            Refusal::new(
+                codes::DENIED_BY_RULE,
+                format!(
+                    "{method} {path} is denied by rule {:?} of capability {:?}; this call is not permitted, ask the user if it should be",
+                    rule.as_str(),
+                    cap.capability.name
+                ),
+            ),
+            Some(format!("deny {}", rule.as_str())),
+        ));
+    }
+    let Some(rule) = cap.allow.iter().find(|r| r.matches(method, &path)) else {
+        return Err((
+            Refusal::new(
+                codes::DENIED_BY_RULE,
+                format!(
+                    "no rule of capability {:?} allows {method} {path}; it allows: {}. Ask the user to extend the policy if this call is needed",
+                    cap.capability.name,
+                    cap.capability.allow.join(", ")
+                ),
+            ),
+            Some("no allow rule matched".into()),
+        ));
+    };
+    if cap.capability.requires_reason && req.reason.trim().is_empty() {
+        return Err((
+            Refusal::new(
+                codes::REASON_REQUIRED,
+                format!("capability {:?} requires a reason: call execute again with `reason` saying why this call is needed", cap.capability.name),
+            ),
+            Some(format!("allow {}", rule.as_str())),
+        ));
+    }
+    if let Some(limit) = cap.rate_limit
+        && let Err(wait) = u.shared.limiter.take(agent, &cap.capability.name, limit, Instant::now())
+    {
+        return Err((
+            Refusal::new(
+                codes::RATE_LIMITED,
+                format!(
+                    "capability {:?} allows {} calls per {}; retry in {:.1} s",
+                    cap.capability.name,
+                    limit.count,
+                    humantime::format_duration(limit.per),
+                    wait.as_secs_f64().max(0.1)
+                ),
+            ),
+            Some(format!("rate_limit {}", cap.capability.rate_limit.as_deref().unwrap_or_default())),
+        ));
+    }
+    let url = build_url(&svc, &path, &query).map_err(|m| (Refusal::new(codes::BAD_REQUEST, m), None))?;
+    Ok((svc, method, (url, path, format!("allow {}", rule.as_str())), headers))
+}
+
+/// Base URL + canonical path (+ credential query, + agent query). Refuses if
+/// the URL parser would send a different path than the one matched.
+fn build_url(svc: &ServiceRuntime, path: &str, query: &[(String, String)]) -> Result<url::Url, String> {
+    let base_path = svc.base.path().trim_end_matches('/');
+    let mut url = svc.base.clone();
+    let full = format!("{base_path}{path}");
+    url.set_path(&full);
+    if url.path() != full {
+        return Err(format!(
+            "the path {path:?} contains characters that would be re-encoded on the wire; percent-encode them yourself"
+        ));
+    }
+    let mut pairs = Vec::new();
+    if let Auth::Query { name, .. } = &svc.service.auth {
+        let value: String = url::form_urlencoded::byte_serialize(svc.credential.expose()).collect();
+        let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        pairs.push(format!("{name}={value}"));
+    }
+    for (k, v) in query {
+        let k: String = url::form_urlencoded::byte_serialize(k.as_bytes()).collect();
+        let v: String = url::form_urlencoded::byte_serialize(v.as_bytes()).collect();
+        pairs.push(format!("{k}={v}"));
+    }
+    if !pairs.is_empty() {
+        url.set_query(Some(&pairs.join("&")));
+    }
+    Ok(url)
+}
+
+fn check_literal_host(svc: &ServiceRuntime) -> Result<(), Refusal> {
+    if svc.service.allow_private_network {
+        return Ok(());
+    }
+    let ip = match svc.base.host() {
+        Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
+        _ => return Ok(()),
+    };
+    match upstream::check_ip(ip) {
+        None => Ok(()),
+        Some(why) => Err(Refusal::new(
+            codes::UPSTREAM_ERROR,
+            format!(
+                "service {:?} points at a {why} address, which is refused unless the policy sets allow_private_network = true",
+                svc.service.name
+            ),
+        )),
+    }
+}
+
+fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
+    let e = e.without_url();
+    let what = if e.is_timeout() {
+        format!("service {:?} did not answer within its timeout ({} ms)", svc.service.name, svc.service.timeout_ms)
+    } else if e.is_connect() {
+        format!("cannot connect to service {:?}", svc.service.name)
+    } else if e.is_body() || e.is_decode() {
+        format!("the response of service {:?} broke off or was malformed", svc.service.name)
+    } else {
+        format!("the call to service {:?} failed", svc.service.name)
+    };
+    let mut chain = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    let (detail, _) = svc.scrubber.scrub_str(&clip(&chain, 400));
+    Refusal::new(codes::UPSTREAM_ERROR, format!("{what}{detail}; retry later or ask the user to check the service"))
+}
+
+async fn call_upstream(
+    svc: &ServiceRuntime,
+    method: &'static str,
+    url: url::Url,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+) -> Result<ExecuteResponse, Refusal> {
+    check_literal_host(svc)?;
+    let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::new(codes::BAD_REQUEST, "bad method"))?;
+    let mut rb = svc.client.request(m, url);
+    for (k, v) in &headers {
+        rb = rb.header(k.as_str(), v.as_str());
+    }
+    let auth_header = match &svc.service.auth {
+        Auth::Bearer { .. } => {
+            let mut v = b"Bearer ".to_vec();
+            v.extend_from_slice(svc.credential.expose());
+            Some((reqwest::header::AUTHORIZATION, v))
+        }
+        Auth::Basic { username, .. } => {
+            let mut raw = username.as_bytes().to_vec();
+            raw.push(b':');
+            raw.extend_from_slice(svc.credential.expose());
+            let v = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&raw)).into_bytes();
+            zeroize::Zeroize::zeroize(&mut raw);
+            Some((reqwest::header::AUTHORIZATION, v))
+        }
+        Auth::Header { name, prefix, .. } => {
+            let mut v = prefix.as_bytes().to_vec();
+            v.extend_from_slice(svc.credential.expose());
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Refusal::new(codes::UPSTREAM_ERROR, "the service's auth header name is invalid; fix the policy"))?;
+            Some((name, v))
+        }
+        Auth::Query { .. } => None,
+    };
+    if let Some((name, mut value)) = auth_header {
+        let mut hv = reqwest::header::HeaderValue::from_bytes(&value).map_err(|_| {
+            Refusal::new(codes::UPSTREAM_ERROR, "the credential cannot be sent as a header value (control characters?); fix the secret")
+        })?;
+        zeroize::Zeroize::zeroize(&mut value);
+        hv.set_sensitive(true);
+        rb = rb.header(name, hv);
+    }
+    if !body.is_empty() {
+        rb = rb.body(body);
+    }
+    let timeout = Duration::from_millis(svc.service.timeout_ms);
+    let exchange = async {
+        let mut resp = rb.send().await.map_err(|e| upstream_error(svc, e))?;
+        let status = resp.status().as_u16() as u32;
+        if let Some(enc) = resp.headers().get(reqwest::header::CONTENT_ENCODING)
+            && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+        {
+            return Err(Refusal::new(
+                codes::UPSTREAM_ERROR,
+                format!(
+                    "service {:?} answered with an unsupported content-encoding; the body was discarded (it could not be checked for credentials)",
+                    svc.service.name
+                ),
+            ));
+        }
+        let mut out_headers = Vec::new();
+        for (name, value) in resp.headers() {
+            if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive") {
+                continue;
+            }
+            let (n, _) = svc.scrubber.scrub_str(name.as_str());
+            let (v, _) = svc.scrubber.scrub_str(&String::from_utf8_lossy(value.as_bytes()));
+            out_headers.push(Header { name: n, value: v });
+        }
+        let max = svc.service.max_response_bytes as usize;
+        let mut body = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| upstream_error(svc, e))? {
+            let room = max - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        drop(resp); // a truncated body's connection is closed, not pooled
+        svc.scrubber.scrub(&mut body);
+        if truncated {
+            svc.scrubber.scrub_tail(&mut body);
+        }
+        Ok(ExecuteResponse { status, headers: out_headers, body, truncated, audit_seq: 0 })
+    };
+    match tokio::time::timeout(timeout + Duration::from_millis(250), exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(Refusal::new(
+            codes::UPSTREAM_ERROR,
+            format!("service {:?} did not finish within its timeout ({} ms); retry later", svc.service.name, svc.service.timeout_ms),
+        )),
+    }
+}

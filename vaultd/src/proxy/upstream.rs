@@ -1,0 +1,195 @@
+//! The only module that opens network connections.
+//!
+//! One reqwest client (one keep-alive pool, HTTP/1.1 and HTTP/2) per service,
+//! built at unlock and dropped at lock, so no connection that carried a
+//! credential outlives the unlocked state. TLS is rustls with the system roots
+//! (read once at start-up, before the sandbox) plus the service's sealed
+//! `ca_file` PEM. Redirects are never followed. Names are resolved by
+//! [`CheckedResolver`], which hands the connector only addresses that pass
+//! [`check_ip`]; IP-literal hosts are checked by the caller.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use rustls::pki_types::pem::PemObject;
+
+use crate::error::{Error, Result};
+use crate::policy::Service;
+
+/// Why an address is refused, or None when it is a public unicast address.
+pub fn check_ip(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => check_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return check_v4(v4);
+            }
+            let seg = v6.segments();
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("multicast")
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                Some("private (unique local)")
+            } else if (seg[0] & 0xffc0) == 0xfe80 {
+                Some("link-local")
+            } else if seg[0] == 0x64 && seg[1] == 0xff9b {
+                // NAT64: the embedded IPv4 decides.
+                let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+                check_v4(v4)
+            } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
+                Some("documentation")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn check_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let o = ip.octets();
+    if ip.is_loopback() {
+        Some("loopback")
+    } else if ip.is_private() {
+        Some("private")
+    } else if ip.is_link_local() {
+        Some("link-local or cloud metadata")
+    } else if ip.is_unspecified() || o[0] == 0 {
+        Some("unspecified")
+    } else if ip.is_broadcast() || ip.is_multicast() || o[0] >= 240 {
+        Some("broadcast, multicast or reserved")
+    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+        Some("carrier-grade NAT (shared)")
+    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+        Some("IETF protocol assignments")
+    } else if o[0] == 198 && (o[1] & 0xfe) == 18 {
+        Some("benchmarking")
+    } else if ip.is_documentation() {
+        Some("documentation")
+    } else {
+        None
+    }
+}
+
+/// Resolves with the system resolver and keeps only allowed addresses.
+#[derive(Debug, Clone)]
+pub struct CheckedResolver {
+    /// The service's `allow_private_network`.
+    pub allow_private: bool,
+}
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refused = None;
+            let ok: Vec<SocketAddr> = addrs
+                .into_iter()
+                .filter(|a| match check_ip(a.ip()) {
+                    None => true,
+                    Some(_) if allow_private => true,
+                    Some(why) => {
+                        refused = Some(why);
+                        false
+                    }
+                })
+                .collect();
+            if ok.is_empty() {
+                let why = refused.unwrap_or("no address");
+                let msg = format!(
+                    "{host} resolves to a {why} address, which services may not reach unless the policy sets allow_private_network = true"
+                );
+                return Err(Box::new(std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(ok.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// System trust roots, loaded once before the sandbox is applied.
+pub fn load_system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    roots
+}
+
+/// Builds the service's HTTP client.
+pub fn build_client(service: &Service, system_roots: &rustls::RootCertStore) -> Result<reqwest::Client> {
+    let mut roots = system_roots.clone();
+    if let Some(pem) = &service.ca_pem {
+        let mut added = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| Error::Invalid(format!("service {}: ca_file PEM is invalid: {e}", service.name)))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Invalid(format!("service {}: ca_file certificate rejected: {e}", service.name)))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(Error::Invalid(format!("service {}: ca_file holds no certificate", service.name)));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Invalid(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let timeout = Duration::from_millis(service.timeout_ms);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .referer(false)
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .dns_resolver(Arc::new(CheckedResolver { allow_private: service.allow_private_network }))
+        .build()
+        .map_err(|e| Error::Invalid(format!("service {}: cannot build HTTP client: {e}", service.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_classes() {
+        for bad in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(check_ip(bad.parse().unwrap()).is_some(), "{bad} should be refused");
+        }
+        for good in ["140.82.112.5", "1.1.1.1", "2606:4700::1111"] {
+            assert!(check_ip(good.parse().unwrap()).is_none(), "{good} should be allowed");
+        }
+    }
+}

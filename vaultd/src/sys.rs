@@ -1,0 +1,208 @@
+//! Every `unsafe` block of the daemon lives here, each with a `// SAFETY:` note.
+//!
+//! - process hardening: not dumpable, no core files, inherited fds closed;
+//! - secret pages: page-aligned, guarded, mlocked, excluded from core dumps
+//!   (memsec), with the mlock outcome reported instead of ignored;
+//! - a zeroing global allocator, so no freed heap block keeps what it held;
+//! - signals to another process (`vaultctl lock` ending a hung daemon).
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once any secret page could not be locked in RAM.
+static MLOCK_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Whether every secret page so far was locked in RAM.
+pub fn mlock_ok() -> bool {
+    !MLOCK_FAILED.load(Ordering::Relaxed)
+}
+
+/// Makes the process non-dumpable (no ptrace attach by the same uid, no
+/// /proc/PID/mem or environ for others) and sets the core size limit to 0.
+pub fn harden_process() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `zero` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the process is currently dumpable (for `vaultd check` and status).
+pub fn is_dumpable() -> bool {
+    // SAFETY: PR_GET_DUMPABLE reads a flag and touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+}
+
+/// The current core-file size limit (soft).
+pub fn core_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) } != 0 {
+        return u64::MAX;
+    }
+    lim.rlim_cur
+}
+
+/// Closes every file descriptor above stderr that the process inherited.
+pub fn close_inherited_fds() -> io::Result<()> {
+    // SAFETY: close_range(3, ~0, 0) closes descriptors we have not opened yet
+    // (this runs first thing in main, before any fd is created by us).
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if rc == 0 {
+        return Ok(());
+    }
+    // Old kernels: close them one by one.
+    for entry in std::fs::read_dir("/proc/self/fd")?.flatten() {
+        if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+            && fd > 2
+        {
+            // SAFETY: closing a descriptor number; a stale number (the read_dir's own fd) just fails.
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// Sends SIGKILL to `pid`. Used by `vaultctl lock` when the daemon does not answer.
+pub fn kill_process(pid: u32) -> io::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pid <= 1 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill takes plain integers.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Our own uid.
+pub fn getuid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
+    unsafe { libc::getuid() }
+}
+
+/// Page-aligned, guard-paged secret memory from memsec. The caller owns the
+/// returned region until [`free_secret_pages`].
+pub(crate) struct RawSecret {
+    ptr: NonNull<[u8]>,
+}
+
+// SAFETY: the region is exclusively owned by its `RawSecret` (no aliasing), so
+// moving or sharing it across threads is as safe as for a `Box<[u8]>`.
+unsafe impl Send for RawSecret {}
+// SAFETY: as above; shared access only hands out `&[u8]`.
+unsafe impl Sync for RawSecret {}
+
+impl RawSecret {
+    /// Allocates `len` (at least 1) zeroed bytes on locked, non-dumpable pages.
+    /// Returns None when the allocation fails. A failed mlock is recorded
+    /// (see [`mlock_ok`]) and reported through the returned flag.
+    pub(crate) fn alloc(len: usize) -> Option<(RawSecret, bool)> {
+        let len = len.max(1);
+        // SAFETY: memsec::malloc_sized returns either None or a region of `len`
+        // writable bytes surrounded by guard pages, which we own until free.
+        let ptr = unsafe { memsec::malloc_sized(len) }?;
+        // SAFETY: `ptr` points to `len` writable bytes (just allocated).
+        unsafe { std::ptr::write_bytes(ptr.as_ptr() as *mut u8, 0, len) };
+        // memsec ignores mlock's result; ask again so a failure is a decision, not an accident.
+        let page = page_size();
+        let start = (ptr.as_ptr() as *mut u8 as usize) & !(page - 1);
+        let end = (ptr.as_ptr() as *mut u8 as usize + len).div_ceil(page) * page;
+        // SAFETY: [start, end) is inside the unprotected pages memsec mapped for us;
+        // mlock on already-locked pages is idempotent.
+        let locked = unsafe { libc::mlock(start as *const libc::c_void, end - start) } == 0;
+        if !locked {
+            MLOCK_FAILED.store(true, Ordering::Relaxed);
+        }
+        Some((RawSecret { ptr }, locked))
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the region is valid for its length while `self` lives, and
+        // only `as_mut_slice` (which needs &mut self) hands out mutable access.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` guarantees exclusivity.
+        unsafe { self.ptr.as_mut() }
+    }
+}
+
+impl Drop for RawSecret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.as_mut_slice());
+        // SAFETY: `ptr` came from memsec::malloc_sized and is freed exactly once;
+        // memsec::free also zeroes and munlocks the pages.
+        unsafe { memsec::free(self.ptr) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf takes a plain integer.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+/// A global allocator that zeroes every block before it goes back to the
+/// system allocator, so request buffers, URLs with credentials in their query,
+/// decrypted plaintext and KDF memory never linger in freed heap. `realloc`
+/// always moves (allocate, copy, zero, free) so no stale copy is left behind.
+pub struct ZeroingAllocator;
+
+// SAFETY: every method forwards to `System` with the same layout contract, and
+// only writes zeroes to memory the caller is giving back to us.
+unsafe impl GlobalAlloc for ZeroingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's layout contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller guarantees `ptr` is a live block of `layout.size()`
+        // bytes that it no longer uses; volatile writes are not elided.
+        unsafe {
+            zero_volatile(ptr, layout.size());
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller guarantees layout/new_size validity (GlobalAlloc::realloc contract).
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let new_ptr = System.alloc(new_layout);
+            if !new_ptr.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
+                zero_volatile(ptr, layout.size());
+                System.dealloc(ptr, layout);
+            }
+            new_ptr
+        }
+    }
+}
+
+/// Zeroes `len` bytes at `ptr` with writes the optimizer may not remove.
+///
+/// # Safety
+/// `ptr` must be valid for `len` bytes of writes.
+unsafe fn zero_volatile(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees the range is writable; write_bytes + a
+    // compiler fence keeps the zeroing from being optimized out before free.
+    unsafe { std::ptr::write_bytes(ptr, 0, len) };
+    std::sync::atomic::compiler_fence(Ordering::SeqCst);
+}
