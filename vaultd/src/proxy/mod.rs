@@ -376,7 +376,8 @@ fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
         chain.push_str(&s.to_string());
         src = s.source();
     }
-    let (detail, _) = svc.scrubber.scrub_str(&clip(&chain, 400));
+    let (detail, _) = svc.scrubber.scrub_str(&chain);
+    let detail = clip(&detail, 400);
     Refusal::new(codes::UPSTREAM_ERROR, format!("{what}{detail}; retry later or ask the user to check the service"))
 }
 
@@ -447,9 +448,12 @@ async fn call_upstream(
             if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive") {
                 continue;
             }
+            // Scrub the raw bytes first: a lossy UTF-8 conversion could break a
+            // credential's match and leak its valid part.
             let (n, _) = svc.scrubber.scrub_str(name.as_str());
-            let (v, _) = svc.scrubber.scrub_str(&String::from_utf8_lossy(value.as_bytes()));
-            out_headers.push(Header { name: n, value: v });
+            let mut raw = value.as_bytes().to_vec();
+            svc.scrubber.scrub(&mut raw);
+            out_headers.push(Header { name: n, value: String::from_utf8_lossy(&raw).into_owned() });
         }
         let max = svc.service.max_response_bytes as usize;
         let mut body = Vec::new();
@@ -464,9 +468,12 @@ async fn call_upstream(
             body.extend_from_slice(&chunk);
         }
         drop(resp); // a truncated body's connection is closed, not pooled
-        svc.scrubber.scrub(&mut body);
         if truncated {
-            svc.scrubber.scrub_tail(&mut body);
+            // Also redacts a trailing piece that starts a credential form: the
+            // agent could pad its request so the cut falls inside an echo.
+            svc.scrubber.scrub_truncated(&mut body);
+        } else {
+            svc.scrubber.scrub(&mut body);
         }
         Ok(ExecuteResponse { status, headers: out_headers, body, truncated, audit_seq: 0 })
     };
