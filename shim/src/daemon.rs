@@ -1,0 +1,399 @@
+//! The one connection to vaultd: dialled on the first tool call, checked with
+//! `Hello`, dropped on any transport failure and dialled again on the next call.
+//!
+//! Each connection is one unix stream that *we* dial, handed to a tonic
+//! channel whose connector yields that stream once and refuses to redial. So
+//! tonic can never reconnect behind our back, and every connection the shim
+//! speaks on has passed the protocol handshake: a daemon restarted (or
+//! upgraded) under a running shim is always re-checked. The stream also
+//! notices end-of-file, so a daemon that went away between two calls is
+//! re-dialled *before* the next request is sent, not after it failed.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use vault_proto::PROTOCOL_VERSION;
+use vault_proto::client::ConnectError;
+use vault_proto::v1::vault_client::VaultClient;
+use vault_proto::v1::{
+    AgentStatusRequest, AgentStatusResponse, ExecuteRequest, ExecuteResponse, HelloRequest,
+    ListServicesRequest, ListServicesResponse,
+};
+
+use crate::render::{self, Refusal};
+
+/// How long the handshake may take on a fresh connection.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of `ListServices` and `AgentStatus`.
+pub const SHORT_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline of `Execute`: above any per-service upstream timeout the daemon applies.
+pub const EXECUTE_DEADLINE: Duration = Duration::from_secs(300);
+/// Largest reply accepted (a response body is capped by the service's `max_response_bytes`).
+const MAX_REPLY: usize = 64 * 1024 * 1024;
+/// Largest request sent (a 10 MiB body plus headers and query).
+const MAX_REQUEST: usize = render::MAX_REQUEST_BODY + 1024 * 1024;
+
+type Client = VaultClient<Channel>;
+
+/// One handshaken connection.
+#[derive(Clone)]
+struct Conn {
+    id: u64,
+    client: Client,
+    closed: Arc<AtomicBool>,
+}
+
+/// vaultd, as seen from the shim: where it listens and the current connection.
+pub struct Daemon {
+    socket: Result<PathBuf, Refusal>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
+    next_id: AtomicU64,
+}
+
+/// How a single attempt ended.
+enum Failure {
+    /// A refusal to hand to the agent as it is.
+    Refused(Refusal),
+    /// The connection broke; the detail is tonic's message.
+    Lost(String),
+    /// The stale channel refused to redial: the request was never sent.
+    NotSent,
+    /// The deadline expired.
+    Deadline,
+}
+
+impl Daemon {
+    /// A daemon at `socket` (or the reason no socket path is known). Dials nothing.
+    pub fn new(socket: Result<PathBuf, Refusal>) -> Self {
+        Self {
+            socket,
+            conn: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn socket(&self) -> Result<&Path, Refusal> {
+        self.socket.as_deref().map_err(Clone::clone)
+    }
+
+    /// `ListServices`; retried once on a fresh connection if the old one broke.
+    pub async fn list_services(&self, token: &str) -> Result<ListServicesResponse, Refusal> {
+        self.idempotent(|mut client| async move {
+            let req = request(
+                ListServicesRequest {
+                    agent_token: token.to_owned(),
+                },
+                SHORT_DEADLINE,
+            );
+            client.list_services(req).await
+        })
+        .await
+    }
+
+    /// `AgentStatus`; retried once on a fresh connection if the old one broke.
+    pub async fn agent_status(&self, token: &str) -> Result<AgentStatusResponse, Refusal> {
+        self.idempotent(|mut client| async move {
+            let req = request(
+                AgentStatusRequest {
+                    agent_token: token.to_owned(),
+                },
+                SHORT_DEADLINE,
+            );
+            client.agent_status(req).await
+        })
+        .await
+    }
+
+    /// `Execute`, never retried once it may have left: the call may change data upstream.
+    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, Refusal> {
+        let socket = self.socket()?;
+        let mut conn = self.conn().await?;
+        let call = conn.client.execute(request(req, EXECUTE_DEADLINE));
+        match self.attempt(conn.id, EXECUTE_DEADLINE, call).await {
+            Ok(reply) => Ok(reply),
+            Err(Failure::Refused(r)) => Err(r),
+            Err(Failure::NotSent) => Err(render::connection_closed_before_send(socket)),
+            Err(Failure::Lost(detail)) => Err(render::connection_lost(socket, &detail, true)),
+            Err(Failure::Deadline) => Err(render::deadline(socket, EXECUTE_DEADLINE, true)),
+        }
+    }
+
+    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, Refusal>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let socket = self.socket()?;
+        let mut retried = false;
+        loop {
+            let conn = self.conn().await?;
+            match self
+                .attempt(conn.id, SHORT_DEADLINE, call(conn.client.clone()))
+                .await
+            {
+                Ok(reply) => return Ok(reply),
+                Err(Failure::Refused(r)) => return Err(r),
+                // Safe to repeat: nothing changes. The fresh dial then says
+                // precisely what is wrong (not running, another version...).
+                Err(Failure::Lost(_) | Failure::NotSent) if !retried => retried = true,
+                Err(Failure::Lost(detail)) => {
+                    return Err(render::connection_lost(socket, &detail, false));
+                }
+                Err(Failure::NotSent) => return Err(render::connection_closed_before_send(socket)),
+                Err(Failure::Deadline) => {
+                    return Err(render::deadline(socket, SHORT_DEADLINE, false));
+                }
+            }
+        }
+    }
+
+    /// Runs one RPC; forgets the connection when it broke or the deadline passed.
+    async fn attempt<T>(
+        &self,
+        conn_id: u64,
+        limit: Duration,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Failure> {
+        let status = match tokio::time::timeout(limit, call).await {
+            Ok(Ok(reply)) => return Ok(reply.into_inner()),
+            Ok(Err(status)) => status,
+            Err(_) => {
+                self.forget(conn_id).await;
+                return Err(Failure::Deadline);
+            }
+        };
+        if let Some(refusal) = Refusal::from_daemon(status.message()) {
+            return Err(Failure::Refused(refusal));
+        }
+        // Statuses built from a local error (connect, I/O, HTTP/2) carry it as
+        // their source; statuses sent by the daemon have none, and leave the
+        // connection as good as it was.
+        if std::error::Error::source(&status).is_none() {
+            return Err(Failure::Refused(render::daemon_error(
+                status.code(),
+                status.message(),
+            )));
+        }
+        self.forget(conn_id).await;
+        if caused_by::<Redial>(&status) {
+            return Err(Failure::NotSent);
+        }
+        eprintln!(
+            "vault-mcp: lost the connection to vaultd: {}",
+            status.message()
+        );
+        Err(Failure::Lost(status.message().to_owned()))
+    }
+
+    /// The current connection, or a fresh, handshaken one.
+    async fn conn(&self) -> Result<Conn, Refusal> {
+        let socket = self.socket()?;
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.closed.load(Ordering::Acquire) {
+                return Ok(conn.clone());
+            }
+            eprintln!("vault-mcp: vaultd closed the connection; dialling again");
+            *slot = None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (conn, daemon_version) = dial(socket, id)
+            .await
+            .map_err(|e| render::connect_failed(&e))?;
+        eprintln!(
+            "vault-mcp: connected to vaultd {daemon_version} at {}",
+            socket.display()
+        );
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops connection `id` if it is still the current one, so the next call dials.
+    async fn forget(&self, id: u64) {
+        let mut slot = self.conn.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id == id) {
+            *slot = None;
+        }
+    }
+}
+
+fn request<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    // Sent as `grpc-timeout`, so the daemon can give up too; we enforce it ourselves as well.
+    req.set_timeout(deadline);
+    req
+}
+
+fn caused_by<E: std::error::Error + 'static>(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(err) = source {
+        if err.is::<E>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Dials the socket, wraps the stream in a one-connection channel and checks
+/// the protocol version, with vault-proto's error texts.
+async fn dial(socket: &Path, id: u64) -> Result<(Conn, String), ConnectError> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ConnectError::NotRunning {
+                path: socket.to_path_buf(),
+            });
+        }
+        Err(source) => {
+            return Err(ConnectError::Connect {
+                path: socket.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let closed = Arc::new(AtomicBool::new(false));
+    let once = Arc::new(Mutex::new(Some(Watched {
+        inner: stream,
+        closed: closed.clone(),
+    })));
+    // The URI is required by the API but never used: the connector hands over our stream.
+    let channel = Endpoint::from_static("http://vaultd.invalid").connect_with_connector_lazy(
+        tower::service_fn(move |_: Uri| {
+            let stream = once.lock().unwrap_or_else(PoisonError::into_inner).take();
+            async move { stream.map(TokioIo::new).ok_or(Redial) }
+        }),
+    );
+    let mut client = VaultClient::new(channel)
+        .max_decoding_message_size(MAX_REPLY)
+        .max_encoding_message_size(MAX_REQUEST);
+
+    let hello = client.hello(HelloRequest {
+        client_protocol: PROTOCOL_VERSION,
+    });
+    let reply = match tokio::time::timeout(HELLO_TIMEOUT, hello).await {
+        Err(_) => {
+            return Err(ConnectError::Timeout {
+                path: socket.to_path_buf(),
+                timeout: HELLO_TIMEOUT,
+            });
+        }
+        Ok(Err(status)) => {
+            let detail = match status.code() {
+                tonic::Code::PermissionDenied => status.message().to_owned(),
+                code => format!("{code:?}: {}", status.message()),
+            };
+            return Err(ConnectError::NotVaultd {
+                path: socket.to_path_buf(),
+                detail,
+            });
+        }
+        Ok(Ok(reply)) => reply.into_inner(),
+    };
+    if reply.protocol != PROTOCOL_VERSION {
+        return Err(ConnectError::VersionMismatch {
+            path: socket.to_path_buf(),
+            daemon: reply.protocol,
+            daemon_version: reply.daemon_version,
+        });
+    }
+    Ok((Conn { id, client, closed }, reply.daemon_version))
+}
+
+/// The connector's answer once its one stream is used: this channel is done,
+/// the shim dials (and handshakes) a new one.
+#[derive(Debug)]
+struct Redial;
+
+impl std::fmt::Display for Redial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection to vaultd closed")
+    }
+}
+
+impl std::error::Error for Redial {}
+
+/// A unix stream that raises `closed` at end-of-file or on an I/O error.
+/// hyper's connection task reads continuously, so the flag goes up as soon as
+/// the daemon closes its end, even while no call is in flight.
+struct Watched {
+    inner: UnixStream,
+    closed: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn mark<T>(&self, result: &Poll<io::Result<T>>) {
+        if let Poll::Ready(Err(_)) = result {
+            self.closed.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let wanted = buf.remaining() > 0;
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && wanted && buf.filled().len() == before {
+            self.closed.store(true, Ordering::Release);
+        }
+        self.mark(&result);
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.mark(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.mark(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.mark(&result);
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.closed.store(true, Ordering::Release);
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

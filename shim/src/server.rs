@@ -1,0 +1,395 @@
+//! The MCP side: server info, the three tools, and their dispatch to vaultd.
+//!
+//! Tool failures the agent should read (refusals, a stopped daemon, bad
+//! arguments) are tool results with `isError: true` and one `CODE: message`
+//! text block. JSON-RPC errors are kept for what is not a tool call at all: an
+//! unknown tool, an unknown method, `server/discover`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rmcp::handler::server::common::schema_for_empty_input;
+use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod,
+    DiscoverResult, ErrorCode, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use vault_proto::v1::{ExecuteRequest, Header};
+
+use crate::daemon::Daemon;
+use crate::render::{self, AgentState, Executed, Refusal, Services};
+
+/// Shown to the model when the client connects.
+pub const INSTRUCTIONS: &str = "\
+These tools call HTTP APIs through vaultd, the user's local credential vault. \
+The vault holds the API keys and adds them to each request itself: you never see, need or handle a credential.
+
+1. Call `list_services` first. It lists the capabilities granted to you: for each, its name, service, base URL, \
+the `METHOD PATH` rules it allows and denies (`*` matches one path segment, `**` any number), its rate limit, \
+and whether a reason is required.
+2. Call `execute` with a capability name, an HTTP method and a path relative to that capability's base URL \
+(starting with `/`; put query parameters in `query`, not in the path). Give a short `reason`: it is required by \
+some capabilities and is written to the audit log.
+3. Never ask the user for an API key, token or password, and never put one in `headers`, `query` or `body`: the \
+vault injects the credential, and headers such as Authorization or Cookie are refused.
+4. A refusal is an error result whose text starts with a stable code and then says what to do: `locked` (ask the \
+user to run `vaultctl unlock`), `unavailable` (vaultd is not running or not reachable: tell the user the command \
+in the message), `unknown_agent` (this MCP server has no valid agent token: the user must configure one), \
+`no_such_capability`, `denied_by_rule` (the policy does not allow this call: do not try variations to get \
+around it; ask the user), `rate_limited` (wait before retrying), `reason_required` (call again with `reason`), \
+`bad_request` (fix the request), `upstream_error` (the API could not be reached or timed out), \
+`audit_unavailable` (nothing was sent; tell the user). An HTTP error status from the API itself (4xx, 5xx) is \
+a normal result, not a refusal.
+
+`vault_status` tells whether the vault is unlocked and which agent identity you have.";
+
+const LIST_SERVICES: &str = "List the API capabilities the vault grants you. For each: `name` (pass it to \
+`execute`), `service`, `base_url` (paths are relative to it), the `allow` and `deny` rules as `METHOD PATH` \
+(`*` matches one path segment, `**` any number; deny wins), `rate_limit` (null when unlimited) and \
+`requires_reason`. Call this first; capabilities not granted to you are not shown.";
+
+const EXECUTE: &str = "Make an HTTP request to an API through the vault, which adds the credential itself: \
+never supply API keys, tokens or Authorization headers. The method and path must match an allow rule of the \
+capability (see `list_services`). Returns JSON {status, headers, body, body_encoding, truncated}: `body` is the \
+response text when `body_encoding` is \"utf8\" and standard base64 of the bytes when it is \"base64\"; `truncated` \
+is true when the response was cut at the service's size limit. Any HTTP status, 4xx and 5xx included, is a \
+normal result. A refusal by the vault is an error whose text starts with a code such as `denied_by_rule:` and \
+says what to do.";
+
+const VAULT_STATUS: &str = "Tell whether the vault is unlocked and which agent identity this connection has. \
+Returns JSON {state: \"unlocked\" | \"locked\" | \"uninitialized\", agent: name or null}. Use it after a \
+`locked` or `unknown_agent` refusal, or to check that the vault is ready.";
+
+/// Arguments of `execute`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteArgs {
+    /// Name of a capability from `list_services`.
+    pub capability: String,
+    /// HTTP method: GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
+    pub method: String,
+    /// Path relative to the capability's base URL, starting with `/`, for example `/repos/OWNER/REPO/issues`.
+    /// No query string (use `query`); percent-encode reserved characters inside a segment.
+    pub path: String,
+    /// Query parameters, name to value; the vault URL-encodes them.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub query: Option<BTreeMap<String, String>>,
+    /// Extra request headers, name to value, for example `Accept` or `Content-Type`.
+    /// Credential, Host, Cookie and hop-by-hop headers are refused.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Request body as a UTF-8 string (for example JSON text); set a matching `Content-Type` header.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub body: Option<String>,
+    /// Why you are making this call, in one short sentence. Required by capabilities with
+    /// `requires_reason`; always written to the audit log.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub reason: Option<String>,
+}
+
+/// The agent token: never logged, never shown.
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token read from the environment or the token file.
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([REDACTED])")
+    }
+}
+
+/// The MCP server: no state beyond the daemon connection.
+pub struct VaultMcp {
+    daemon: Daemon,
+    token: Result<Token, Refusal>,
+    tools: Arc<[Tool]>,
+}
+
+impl VaultMcp {
+    /// A server forwarding to `daemon` as the agent `token` names (or refusing with its error).
+    pub fn new(daemon: Daemon, token: Result<Token, Refusal>) -> Self {
+        Self {
+            daemon,
+            token,
+            tools: tools().into(),
+        }
+    }
+
+    fn token(&self) -> Result<&str, Refusal> {
+        self.token
+            .as_ref()
+            .map(|t| t.0.as_str())
+            .map_err(Clone::clone)
+    }
+
+    async fn list_services(&self) -> Result<CallToolResult, Refusal> {
+        let token = self.token()?;
+        let services = Services::from(self.daemon.list_services(token).await?);
+        Ok(structured(&services))
+    }
+
+    async fn vault_status(&self) -> Result<CallToolResult, Refusal> {
+        let token = self.token()?;
+        let state = AgentState::from(self.daemon.agent_status(token).await?);
+        Ok(structured(&state))
+    }
+
+    async fn execute(&self, arguments: JsonObject) -> Result<CallToolResult, Refusal> {
+        let args: ExecuteArgs = serde_json::from_value(serde_json::Value::Object(arguments))
+            .map_err(|e| render::bad_arguments("execute", e))?;
+        let body = args.body.unwrap_or_default();
+        if body.len() > render::MAX_REQUEST_BODY {
+            return Err(render::body_too_large(body.len()));
+        }
+        let token = self.token()?;
+        let reply = self
+            .daemon
+            .execute(ExecuteRequest {
+                agent_token: token.to_owned(),
+                capability: args.capability,
+                method: args.method,
+                path: args.path,
+                query: pairs(args.query),
+                headers: pairs(args.headers),
+                body: body.into_bytes(),
+                reason: args.reason.unwrap_or_default(),
+            })
+            .await?;
+        // One text block only: the body can be large, so it is not repeated as
+        // structuredContent, and the decoded body is freed as soon as it is text.
+        let text = serde_json::to_string(&Executed::from(reply)).unwrap_or_default();
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+    }
+}
+
+fn pairs(map: Option<BTreeMap<String, String>>) -> Vec<Header> {
+    map.unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| Header { name, value })
+        .collect()
+}
+
+/// The same object as JSON text and as `structuredContent`.
+fn structured<T: serde::Serialize>(value: &T) -> CallToolResult {
+    CallToolResult::structured(serde_json::to_value(value).unwrap_or_default())
+}
+
+fn refused(refusal: &Refusal) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(refusal.text())])
+}
+
+/// The tool list, with schemas derived from the types above.
+pub fn tools() -> Vec<Tool> {
+    let execute_input =
+        schema_for_input::<ExecuteArgs>().unwrap_or_else(|e| panic!("execute schema: {e}"));
+    let execute_input = without_defaults(&execute_input);
+    vec![
+        Tool::new("list_services", LIST_SERVICES, schema_for_empty_input())
+            .with_title("List the API capabilities granted to you")
+            .with_raw_output_schema(schema_for_output::<Services>())
+            .annotate(ToolAnnotations::new().read_only(true).open_world(false)),
+        Tool::new("execute", EXECUTE, execute_input)
+            .with_title("Call an API through the vault")
+            .annotate(
+                ToolAnnotations::new()
+                    .read_only(false)
+                    .destructive(true)
+                    .idempotent(false)
+                    .open_world(true),
+            ),
+        Tool::new("vault_status", VAULT_STATUS, schema_for_empty_input())
+            .with_title("Vault lock state and agent identity")
+            .with_raw_output_schema(schema_for_output::<AgentState>())
+            .annotate(ToolAnnotations::new().read_only(true).open_world(false)),
+    ]
+}
+
+/// Drops the `"default": null` schemars writes for the optional fields: it
+/// contradicts their `"type": "string"` / `"object"` and tells a model nothing.
+fn without_defaults(schema: &JsonObject) -> Arc<JsonObject> {
+    let mut schema = schema.clone();
+    if let Some(serde_json::Value::Object(properties)) = schema.get_mut("properties") {
+        for property in properties.values_mut() {
+            if let serde_json::Value::Object(property) = property {
+                property.remove("default");
+            }
+        }
+    }
+    Arc::new(schema)
+}
+
+impl ServerHandler for VaultMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("vault-mcp", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    /// Only the `initialize` era: a client probing `server/discover` (2026-07-28)
+    /// gets an error and falls back to `initialize`, as from any pre-2026 server.
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(ProtocolVersion::known_up_to(
+            &ProtocolVersion::LATEST_WITH_INITIALIZE,
+        ))
+    }
+
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, ErrorData> {
+        Err(ErrorData::method_not_found::<DiscoverRequestMethod>())
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.tools.to_vec()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let arguments = request.arguments.unwrap_or_default();
+        let work = async {
+            match request.name.as_ref() {
+                "list_services" => Ok(self.list_services().await),
+                "execute" => Ok(self.execute(arguments).await),
+                "vault_status" => Ok(self.vault_status().await),
+                other => Err(ErrorData::invalid_params(
+                    format!(
+                        "unknown tool {other:?}: the tools are list_services, execute and vault_status"
+                    ),
+                    None,
+                )),
+            }
+        };
+        // A cancelled request drops the gRPC call, which resets its stream at the daemon.
+        let outcome = tokio::select! {
+            outcome = work => outcome?,
+            () = context.ct.cancelled() => {
+                return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled", None));
+            }
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(refusal) => match self.token.as_ref() {
+                Ok(token) => refused(&refusal.without(&token.0)),
+                Err(_) => refused(&refusal),
+            },
+        };
+        Ok(result.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn schema(tool: &str) -> Value {
+        let tools = tools();
+        let t = tools.iter().find(|t| t.name == tool).unwrap();
+        Value::Object(t.input_schema.as_ref().clone())
+    }
+
+    #[test]
+    fn execute_schema_lists_required_and_optional_arguments() {
+        let s = schema("execute");
+        assert_eq!(s["type"], "object");
+        assert_eq!(s["required"], json!(["capability", "method", "path"]));
+        assert_eq!(s["additionalProperties"], false);
+        for (name, ty) in [
+            ("capability", "string"),
+            ("method", "string"),
+            ("path", "string"),
+            ("body", "string"),
+            ("reason", "string"),
+            ("query", "object"),
+            ("headers", "object"),
+        ] {
+            assert_eq!(s["properties"][name]["type"], ty, "{name}: {s}");
+            assert!(
+                s["properties"][name]["description"]
+                    .as_str()
+                    .is_some_and(|d| d.len() > 10),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            s["properties"]["query"]["additionalProperties"]["type"],
+            "string"
+        );
+        assert!(!s.to_string().contains("\"default\""), "{s}");
+    }
+
+    #[test]
+    fn empty_tools_take_an_empty_object() {
+        for tool in ["list_services", "vault_status"] {
+            assert_eq!(schema(tool), json!({"type": "object", "properties": {}}));
+        }
+    }
+
+    #[test]
+    fn execute_arguments_accept_nulls_and_refuse_strays() {
+        let ok: ExecuteArgs = serde_json::from_value(json!({
+            "capability": "gh", "method": "GET", "path": "/x", "query": null, "headers": null, "body": null, "reason": null
+        }))
+        .unwrap();
+        assert!(ok.query.is_none() && ok.body.is_none());
+        let minimal: ExecuteArgs =
+            serde_json::from_value(json!({"capability": "gh", "method": "GET", "path": "/x"}))
+                .unwrap();
+        assert!(minimal.headers.is_none() && minimal.reason.is_none());
+
+        let stray = serde_json::from_value::<ExecuteArgs>(json!({
+            "capability": "gh", "method": "GET", "path": "/x", "url": "https://evil.example"
+        }));
+        let r = render::bad_arguments("execute", stray.unwrap_err());
+        assert!(
+            r.text()
+                .starts_with("bad_request: invalid arguments for execute: unknown field `url`"),
+            "{r}"
+        );
+
+        let missing =
+            serde_json::from_value::<ExecuteArgs>(json!({"capability": "gh", "method": "GET"}));
+        assert!(
+            missing
+                .unwrap_err()
+                .to_string()
+                .contains("missing field `path`")
+        );
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        assert_eq!(
+            format!("{:?}", Token::new("vt_abc".into())),
+            "Token([REDACTED])"
+        );
+    }
+}

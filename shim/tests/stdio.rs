@@ -1,0 +1,289 @@
+//! The built binary over raw JSON-RPC lines, with no daemon behind it.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Session, command, initialize_params, is_error, text};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "vt_test_token_4f3a9c";
+
+fn no_daemon() -> (tempfile::TempDir, Command) {
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = command(&dir.path().join("missing").join("vaultd.sock"), Some(TOKEN));
+    (dir, cmd)
+}
+
+#[test]
+fn mcp_session_without_a_daemon() {
+    let (dir, mut cmd) = no_daemon();
+    let mut s = Session::spawn(&mut cmd);
+
+    // A stray notification before `initialize` is ignored, not fatal.
+    s.notify(
+        "notifications/cancelled",
+        json!({"requestId": 0, "reason": "probe abandoned"}),
+    );
+
+    // The Python SDK 2.x probes this before `initialize`, with the full 2026 `_meta`.
+    let discover = s.request(
+        0,
+        "server/discover",
+        json!({"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "probe", "version": "2"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        }}),
+    );
+    assert!(
+        discover["error"]["code"].is_i64(),
+        "server/discover must be an error: {discover}"
+    );
+    assert!(discover.get("result").is_none());
+    // Bare, and with an unknown method name: errors too, never silence.
+    let bare = s.request("d", "server/discover", json!({}));
+    assert!(bare["error"]["code"].is_i64(), "{bare}");
+    let unknown = s.request("u", "vault/whatever", json!({}));
+    assert!(unknown["error"]["code"].is_i64(), "{unknown}");
+
+    let init = s.request(1, "initialize", initialize_params());
+    let result = &init["result"];
+    assert_eq!(result["serverInfo"]["name"], "vault-mcp");
+    assert_eq!(result["serverInfo"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(result["protocolVersion"], "2025-06-18");
+    assert!(result["capabilities"]["tools"].is_object());
+    let instructions = result["instructions"].as_str().unwrap();
+    assert!(
+        instructions.contains("list_services")
+            && instructions.contains("Never ask the user for an API key")
+    );
+    s.notify("notifications/initialized", json!({}));
+
+    // After initialize, an unknown method is "method not found".
+    let unknown = s.request("u2", "vault/whatever", json!({}));
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+    let discover = s.request("d2", "server/discover", json!({}));
+    assert!(discover["error"]["code"].is_i64(), "{discover}");
+
+    let tools = s.request(2, "tools/list", json!({}));
+    let tools = tools["result"]["tools"].as_array().unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["list_services", "execute", "vault_status"]);
+    for tool in tools {
+        assert!(tool["description"].as_str().unwrap().len() > 80, "{tool}");
+        assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+    }
+    let execute = &tools[1]["inputSchema"];
+    assert_eq!(execute["required"], json!(["capability", "method", "path"]));
+    for (arg, ty) in [
+        ("query", "object"),
+        ("headers", "object"),
+        ("body", "string"),
+        ("reason", "string"),
+    ] {
+        assert_eq!(execute["properties"][arg]["type"], ty, "{arg}");
+    }
+    assert_eq!(tools[0]["inputSchema"]["properties"], json!({}));
+    assert_eq!(
+        tools[0]["outputSchema"]["required"],
+        json!(["agent", "capabilities"])
+    );
+    assert_eq!(
+        tools[2]["outputSchema"]["required"],
+        json!(["state", "agent"])
+    );
+
+    let r = s.call_tool(
+        3,
+        "execute",
+        json!({"capability": "github", "method": "GET", "path": "/user"}),
+    );
+    assert!(is_error(&r), "{r}");
+    let t = text(&r);
+    assert!(t.starts_with("unavailable:"), "{t}");
+    assert!(t.contains("systemctl --user start vaultd"), "{t}");
+    assert!(
+        t.contains(
+            &dir.path()
+                .join("missing")
+                .join("vaultd.sock")
+                .display()
+                .to_string()
+        ),
+        "{t}"
+    );
+    assert!(r.get("structuredContent").is_none());
+
+    for (id, tool) in [(4, "list_services"), (5, "vault_status")] {
+        let r = s.call_tool(id, tool, json!({}));
+        assert!(
+            is_error(&r) && text(&r).starts_with("unavailable: vaultd is not running"),
+            "{r}"
+        );
+    }
+
+    // Bad arguments are a tool error the model can read, not a protocol error.
+    let r = s.call_tool(
+        6,
+        "execute",
+        json!({"capability": "github", "method": "GET"}),
+    );
+    assert!(is_error(&r));
+    assert_eq!(
+        text(&r),
+        "bad_request: invalid arguments for execute: missing field `path`"
+    );
+    // An unknown tool is a protocol error.
+    let r = s.request(
+        7,
+        "tools/call",
+        json!({"name": "reveal_secret", "arguments": {}}),
+    );
+    assert!(r["error"]["code"].is_i64(), "{r}");
+
+    // Syntactically broken input gets no answer, but does not stop the session.
+    s.send_raw("{not json");
+    let ping = s.request(8, "ping", json!({}));
+    assert_eq!(ping["result"], json!({}));
+
+    let (status, stderr) = s.finish();
+    assert!(status.success(), "exit {status}; stderr: {stderr}");
+    // stdout held the 13 responses and nothing else (check_line validated each one).
+    assert_eq!(s.stdout.len(), 13, "{:#?}", s.stdout);
+    assert!(
+        !stderr.contains(TOKEN) && s.stdout.iter().all(|l| !l.contains(TOKEN)),
+        "the token must never be printed"
+    );
+}
+
+#[test]
+fn stdout_is_only_the_responses() {
+    let (_dir, mut cmd) = no_daemon();
+    let mut s = Session::ready(&mut cmd);
+    s.call_tool(
+        2,
+        "execute",
+        json!({"capability": "x", "method": "GET", "path": "/"}),
+    );
+    s.request(3, "tools/list", json!({}));
+    let (status, _) = s.finish();
+    assert!(status.success());
+    // initialize, tools/call, tools/list: exactly three lines, all JSON-RPC responses.
+    let ids: Vec<Value> = s
+        .stdout
+        .iter()
+        .map(|l| common::check_line(l)["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(1), json!(2), json!(3)], "{:?}", s.stdout);
+    assert!(s.stdout.iter().all(|l| !l.contains(TOKEN)));
+}
+
+#[test]
+fn without_a_token_every_tool_is_unknown_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = command(&dir.path().join("vaultd.sock"), None);
+    let mut s = Session::ready(&mut cmd);
+    for (id, tool, args) in [
+        (2, "list_services", json!({})),
+        (3, "vault_status", json!({})),
+        (
+            4,
+            "execute",
+            json!({"capability": "x", "method": "GET", "path": "/"}),
+        ),
+    ] {
+        let r = s.call_tool(id, tool, args);
+        assert!(is_error(&r));
+        assert_eq!(
+            text(&r),
+            "unknown_agent: no agent token: set VAULTD_AGENT_TOKEN or pass --token-file (create one with `vaultctl agent add NAME`)"
+        );
+    }
+    let (status, stderr) = s.finish();
+    assert!(status.success());
+    assert!(stderr.contains("no agent token"), "{stderr}");
+}
+
+#[test]
+fn token_file_is_used_and_never_echoed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = command(&dir.path().join("vaultd.sock"), None);
+    cmd.arg("--token-file").arg(&file);
+    let mut s = Session::ready(&mut cmd);
+    let r = s.call_tool(2, "vault_status", json!({}));
+    // The token was accepted: the refusal is about the daemon, not the agent.
+    assert!(text(&r).starts_with("unavailable: "), "{r}");
+    let (status, stderr) = s.finish();
+    assert!(status.success());
+    assert!(
+        stderr.contains("accessible by other users (mode 644)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN) && s.stdout.iter().all(|l| !l.contains(TOKEN)));
+}
+
+#[test]
+fn a_token_on_the_command_line_is_refused() {
+    let out = Command::new(common::BIN)
+        .args(["--token", TOKEN])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--token is not accepted"), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(common::BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("vault-mcp {}", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Command::new(common::BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--token-file") && help.contains("--socket") && !help.contains("--token <"),
+        "{help}"
+    );
+}
+
+/// Spawn to `initialize` answered, 20 times; the median is printed.
+#[test]
+fn starts_in_milliseconds() {
+    let (_dir, mut cmd) = no_daemon();
+    let mut times: Vec<Duration> = (0..20)
+        .map(|_| {
+            let start = Instant::now();
+            let mut s = Session::spawn(&mut cmd);
+            let init = s.request(1, "initialize", initialize_params());
+            let took = start.elapsed();
+            assert_eq!(init["result"]["serverInfo"]["name"], "vault-mcp");
+            s.finish();
+            took
+        })
+        .collect();
+    times.sort();
+    let median = times[times.len() / 2];
+    eprintln!(
+        "vault-mcp spawn -> initialize answered over {} runs: median {:.2} ms, min {:.2} ms, max {:.2} ms",
+        times.len(),
+        median.as_secs_f64() * 1e3,
+        times[0].as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
+    // Generous: a debug build on a loaded 2-core CI machine.
+    assert!(
+        median < Duration::from_millis(500),
+        "median start {median:?}"
+    );
+}
