@@ -311,15 +311,7 @@ fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (R
 /// Base URL + canonical path (+ credential query, + agent query). Refuses if
 /// the URL parser would send a different path than the one matched.
 fn build_url(svc: &ServiceRuntime, path: &str, query: &[(String, String)]) -> Result<url::Url, String> {
-    let base_path = svc.base.path().trim_end_matches('/');
-    let mut url = svc.base.clone();
-    let full = format!("{base_path}{path}");
-    url.set_path(&full);
-    if url.path() != full {
-        return Err(format!(
-            "the path {path:?} contains characters that would be re-encoded on the wire; percent-encode them yourself"
-        ));
-    }
+    let mut url = join_url(&svc.base, path)?;
     let mut pairs = Vec::new();
     if let Auth::Query { name, .. } = &svc.service.auth {
         let value: String = url::form_urlencoded::byte_serialize(svc.credential.expose()).collect();
@@ -333,6 +325,24 @@ fn build_url(svc: &ServiceRuntime, path: &str, query: &[(String, String)]) -> Re
     }
     if !pairs.is_empty() {
         url.set_query(Some(&pairs.join("&")));
+    }
+    Ok(url)
+}
+
+/// The service's base URL with a canonical `path` appended. Refuses (never
+/// repairs) when the URL parser would put different bytes on the wire than
+/// the ones the rules matched, so what is matched is what is sent, and the
+/// result always stays under the base URL's scheme, host, port and prefix.
+pub fn join_url(base: &url::Url, path: &str) -> Result<url::Url, String> {
+    let base_path = base.path().trim_end_matches('/');
+    let mut url = base.clone();
+    let full = format!("{base_path}{path}");
+    url.set_path(&full);
+    if url.path() != full {
+        return Err(format!(
+            "the path {:?} contains characters that would be re-encoded on the wire; percent-encode them yourself",
+            clip(path, 80)
+        ));
     }
     Ok(url)
 }
