@@ -11,15 +11,16 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::PROTOCOL_VERSION;
 use crate::v1::HelloRequest;
 use crate::v1::vault_client::VaultClient;
-use crate::PROTOCOL_VERSION;
 
 /// A connected, version-checked client.
 pub type Client = VaultClient<Channel>;
 
 /// The command that starts the daemon, named in every "not running" message.
-pub const START_HINT: &str = "start it with `systemctl --user start vaultd` (or run `vaultd` in a terminal)";
+pub const START_HINT: &str =
+    "start it with `systemctl --user start vaultd` (or run `vaultd` in a terminal)";
 
 /// Why the daemon could not be reached or spoken to.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,9 @@ pub enum ConnectError {
         path: PathBuf,
     },
     /// The socket exists but could not be opened.
-    #[error("cannot connect to vaultd at {path}: {source}; check the path and that it belongs to you")]
+    #[error(
+        "cannot connect to vaultd at {path}: {source}; check the path and that it belongs to you"
+    )]
     Connect {
         /// The socket path tried.
         path: PathBuf,
@@ -61,7 +64,9 @@ pub enum ConnectError {
         daemon_version: String,
     },
     /// The daemon did not answer the handshake in time.
-    #[error("vaultd at {path} did not answer within {timeout:?}; it may be stopped or hung: `vaultctl lock` ends it")]
+    #[error(
+        "vaultd at {path} did not answer within {timeout:?}; it may be stopped or hung: `vaultctl lock` ends it"
+    )]
     Timeout {
         /// The socket path tried.
         path: PathBuf,
@@ -88,15 +93,34 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
     // Dial once ourselves so that "not running" is told apart from other failures.
     match UnixStream::connect(socket).await {
         Ok(_probe) => {}
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
-            return Err(ConnectError::NotRunning { path: socket.to_path_buf() });
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ConnectError::NotRunning {
+                path: socket.to_path_buf(),
+            });
         }
-        Err(source) => return Err(ConnectError::Connect { path: socket.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ConnectError::Connect {
+                path: socket.to_path_buf(),
+                source,
+            });
+        }
     }
     let mut client = VaultClient::new(channel(socket));
-    let hello = client.hello(HelloRequest { client_protocol: PROTOCOL_VERSION });
+    let hello = client.hello(HelloRequest {
+        client_protocol: PROTOCOL_VERSION,
+    });
     let reply = match tokio::time::timeout(timeout, hello).await {
-        Err(_) => return Err(ConnectError::Timeout { path: socket.to_path_buf(), timeout }),
+        Err(_) => {
+            return Err(ConnectError::Timeout {
+                path: socket.to_path_buf(),
+                timeout,
+            });
+        }
         Ok(Err(status)) => {
             return Err(match status.code() {
                 tonic::Code::PermissionDenied => ConnectError::NotVaultd {

@@ -31,7 +31,10 @@ fn absolute_var(var: &'static str) -> Result<Option<PathBuf>, PathError> {
             if p.is_absolute() {
                 Ok(Some(p))
             } else {
-                Err(PathError::NotAbsolute { var, value: v.to_string_lossy().into_owned() })
+                Err(PathError::NotAbsolute {
+                    var,
+                    value: v.to_string_lossy().into_owned(),
+                })
             }
         }
         _ => Ok(None),

@@ -36,7 +36,7 @@ impl Default for Config {
             require_sandbox: false,
             upstream_ports: vec![443],
             log: "info".to_string(),
-            max_connections: 256,
+            max_connections: 1024,
         }
     }
 }
@@ -50,7 +50,11 @@ impl Config {
             Err(e) => return Err(Error::io("read config", path, e)),
         };
         toml::from_str(&text).map_err(|e| {
-            Error::Config(format!("{}: {}; fix the file or remove it to use defaults", path.display(), e.to_string().trim()))
+            Error::Config(format!(
+                "{}: {}; fix the file or remove it to use defaults",
+                path.display(),
+                e.to_string().trim()
+            ))
         })
     }
 }

@@ -17,6 +17,7 @@
 //! - [`audit`]: the MAC-chained audit log.
 //! - [`ratelimit`]: token buckets.
 //! - [`server`]: the gRPC service on the unix socket, with the peer-credential check.
+//! - [`sandbox`]: landlock + seccomp, applied once the socket is bound (`docs/sandbox.md`).
 //! - [`ctl`]: the `vaultctl` command line.
 #![deny(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod sys;

@@ -11,11 +11,14 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
-use tonic::transport::server::UdsConnectInfo;
+use tonic::transport::server::{Connected, UdsConnectInfo};
 use tonic::{Request, Response, Status};
 use vault_proto::v1::vault_server::Vault;
 use vault_proto::v1::*;
@@ -25,25 +28,95 @@ use crate::error::Error;
 use crate::proxy::{self, Peer, Refusal};
 use crate::secret::SecretBuf;
 
-/// Accepts connections and forwards those from allowed uids.
-pub async fn accept_loop(listener: UnixListener, allowed: Vec<u32>, tx: mpsc::Sender<std::io::Result<UnixStream>>) {
+/// How long a new connection may stay silent before it is dropped (a client
+/// that connects and never sends the HTTP/2 preface holds nothing for long).
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection that holds one of the daemon's connection slots until it closes.
+pub struct SlotStream {
+    inner: UnixStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for SlotStream {
+    type ConnectInfo = UdsConnectInfo;
+    fn connect_info(&self) -> UdsConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for SlotStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SlotStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections and forwards those from allowed uids to tonic, at most
+/// `max_connections` at once (more wait for a slot); a connection that sends
+/// nothing within [`FIRST_BYTE_TIMEOUT`] is dropped without taking a slot.
+pub async fn accept_loop(
+    listener: UnixListener,
+    allowed: Vec<u32>,
+    max_connections: usize,
+    tx: mpsc::Sender<std::io::Result<SlotStream>>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         match stream.peer_cred() {
             Ok(cred) if allowed.contains(&cred.uid()) => {
-                if tx.send(Ok(stream)).await.is_err() {
-                    return;
-                }
+                let (tx, slots) = (tx.clone(), slots.clone());
+                // A silent connection holds an fd for at most FIRST_BYTE_TIMEOUT and no slot.
+                tokio::spawn(async move {
+                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.readable()).await {
+                        Ok(Ok(())) => {
+                            let Ok(slot) = slots.acquire_owned().await else {
+                                return;
+                            };
+                            let _ = tx
+                                .send(Ok(SlotStream {
+                                    inner: stream,
+                                    _slot: slot,
+                                }))
+                                .await;
+                        }
+                        _ => tracing::debug!("dropped a connection that sent nothing"),
+                    }
+                });
             }
             Ok(cred) => {
-                tracing::warn!(uid = cred.uid(), pid = cred.pid(), "refused a connection from another user");
+                tracing::warn!(
+                    uid = cred.uid(),
+                    pid = cred.pid(),
+                    "refused a connection from another user"
+                );
             }
             Err(e) => tracing::warn!("refused a connection without peer credentials: {e}"),
         }
@@ -65,7 +138,9 @@ pub fn status_of(e: Error) -> Status {
         Error::WrongPassphrase => Status::permission_denied(msg),
         Error::NoVault { .. } => Status::failed_precondition(msg),
         Error::VaultExists { .. } => Status::already_exists(msg),
-        Error::Tampered { .. } | Error::BadFormat { .. } | Error::Rollback { .. } => Status::data_loss(msg),
+        Error::Tampered { .. } | Error::BadFormat { .. } | Error::Rollback { .. } => {
+            Status::data_loss(msg)
+        }
         Error::Invalid(_) => Status::invalid_argument(msg),
         Error::NotFound { .. } => Status::not_found(msg),
         Error::Io { .. } | Error::Crypto(_) | Error::SecretAlloc(_) | Error::Config(_) => {
@@ -76,17 +151,30 @@ pub fn status_of(e: Error) -> Status {
 }
 
 fn peer_of<T>(req: &Request<T>, allowed: &[u32]) -> Result<Peer, Status> {
-    let cred = req.extensions().get::<UdsConnectInfo>().and_then(|i| i.peer_cred);
+    let cred = req
+        .extensions()
+        .get::<UdsConnectInfo>()
+        .and_then(|i| i.peer_cred);
     let Some(cred) = cred else {
-        return Err(Status::permission_denied("no peer credentials on this connection"));
+        return Err(Status::permission_denied(
+            "no peer credentials on this connection",
+        ));
     };
     if !allowed.contains(&cred.uid()) {
         tracing::warn!(uid = cred.uid(), "refused a call from another user");
-        return Err(Status::permission_denied("this socket serves its owner only"));
+        return Err(Status::permission_denied(
+            "this socket serves its owner only",
+        ));
     }
     let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
-    let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok()).map(|p| p.display().to_string());
-    Ok(Peer { pid, uid: Some(cred.uid()), exe })
+    let exe = pid
+        .and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
+        .map(|p| p.display().to_string());
+    Ok(Peer {
+        pid,
+        uid: Some(cred.uid()),
+        exe,
+    })
 }
 
 fn secret(bytes: Vec<u8>) -> Result<SecretBuf, Status> {
@@ -109,7 +197,10 @@ impl Vault for VaultService {
         }))
     }
 
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let d = &self.daemon;
         let s = d.status();
@@ -140,7 +231,10 @@ impl Vault for VaultService {
         }))
     }
 
-    async fn unlock(&self, req: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let p = secret(req.into_inner().passphrase)?;
         self.daemon.unlock(p).await.map_err(status_of)?;
@@ -150,7 +244,9 @@ impl Vault for VaultService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let aborted = self.daemon.lock().await;
-        Ok(Response::new(LockResponse { aborted_calls: aborted }))
+        Ok(Response::new(LockResponse {
+            aborted_calls: aborted,
+        }))
     }
 
     async fn change_passphrase(
@@ -160,86 +256,160 @@ impl Vault for VaultService {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
         let (p, n) = (secret(r.passphrase)?, secret(r.new_passphrase)?);
-        self.daemon.change_passphrase(p, n).await.map_err(status_of)?;
+        self.daemon
+            .change_passphrase(p, n)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(ChangePassphraseResponse {}))
     }
 
-    async fn set_secret(&self, req: Request<SetSecretRequest>) -> Result<Response<SetSecretResponse>, Status> {
+    async fn set_secret(
+        &self,
+        req: Request<SetSecretRequest>,
+    ) -> Result<Response<SetSecretResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
         let (p, v) = (secret(r.passphrase)?, secret(r.value)?);
-        let replaced = self.daemon.set_secret(p, r.name, v).await.map_err(status_of)?;
+        let replaced = self
+            .daemon
+            .set_secret(p, r.name, v)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(SetSecretResponse { replaced }))
     }
 
-    async fn list_secrets(&self, req: Request<ListSecretsRequest>) -> Result<Response<ListSecretsResponse>, Status> {
+    async fn list_secrets(
+        &self,
+        req: Request<ListSecretsRequest>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let u = self.daemon.unlocked().ok_or_else(locked)?;
-        Ok(Response::new(ListSecretsResponse { names: u.data.secrets.keys().cloned().collect() }))
+        Ok(Response::new(ListSecretsResponse {
+            names: u.data.secrets.keys().cloned().collect(),
+        }))
     }
 
-    async fn remove_secret(&self, req: Request<RemoveSecretRequest>) -> Result<Response<RemoveSecretResponse>, Status> {
+    async fn remove_secret(
+        &self,
+        req: Request<RemoveSecretRequest>,
+    ) -> Result<Response<RemoveSecretResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
-        self.daemon.remove_secret(secret(r.passphrase)?, r.name).await.map_err(status_of)?;
+        self.daemon
+            .remove_secret(secret(r.passphrase)?, r.name)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(RemoveSecretResponse {}))
     }
 
-    async fn apply_policy(&self, req: Request<ApplyPolicyRequest>) -> Result<Response<ApplyPolicyResponse>, Status> {
+    async fn apply_policy(
+        &self,
+        req: Request<ApplyPolicyRequest>,
+    ) -> Result<Response<ApplyPolicyResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
         let cas: HashMap<String, String> = r.ca_files.into_iter().collect();
-        let source = if r.source_name.is_empty() { "policy".to_string() } else { r.source_name };
+        let source = if r.source_name.is_empty() {
+            "policy".to_string()
+        } else {
+            r.source_name
+        };
         let (services, capabilities, new_agents) = self
             .daemon
             .apply_policy(secret(r.passphrase)?, r.policy_toml, source, cas, r.dry_run)
             .await
             .map_err(status_of)?;
-        Ok(Response::new(ApplyPolicyResponse { services, capabilities, new_agents }))
+        Ok(Response::new(ApplyPolicyResponse {
+            services,
+            capabilities,
+            new_agents,
+        }))
     }
 
-    async fn show_policy(&self, req: Request<ShowPolicyRequest>) -> Result<Response<ShowPolicyResponse>, Status> {
+    async fn show_policy(
+        &self,
+        req: Request<ShowPolicyRequest>,
+    ) -> Result<Response<ShowPolicyResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let u = self.daemon.unlocked().ok_or_else(locked)?;
         let agents: Vec<&str> = u.data.agents.keys().map(String::as_str).collect();
-        Ok(Response::new(ShowPolicyResponse { policy_toml: crate::policy::render(&u.data.policy, &agents) }))
+        Ok(Response::new(ShowPolicyResponse {
+            policy_toml: crate::policy::render(&u.data.policy, &agents),
+        }))
     }
 
-    async fn add_agent(&self, req: Request<AddAgentRequest>) -> Result<Response<AddAgentResponse>, Status> {
+    async fn add_agent(
+        &self,
+        req: Request<AddAgentRequest>,
+    ) -> Result<Response<AddAgentResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
-        let token = self.daemon.add_agent(secret(r.passphrase)?, r.name.clone()).await.map_err(status_of)?;
-        Ok(Response::new(AddAgentResponse { name: r.name, token }))
+        let token = self
+            .daemon
+            .add_agent(secret(r.passphrase)?, r.name.clone())
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(AddAgentResponse {
+            name: r.name,
+            token,
+        }))
     }
 
-    async fn list_agents(&self, req: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        req: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let u = self.daemon.unlocked().ok_or_else(locked)?;
         let agents = daemon::agent_names(&u)
             .into_iter()
-            .map(|(name, has_token, capabilities)| AgentInfo { name, has_token, capabilities })
+            .map(|(name, has_token, capabilities)| AgentInfo {
+                name,
+                has_token,
+                capabilities,
+            })
             .collect();
         Ok(Response::new(ListAgentsResponse { agents }))
     }
 
-    async fn remove_agent(&self, req: Request<RemoveAgentRequest>) -> Result<Response<RemoveAgentResponse>, Status> {
+    async fn remove_agent(
+        &self,
+        req: Request<RemoveAgentRequest>,
+    ) -> Result<Response<RemoveAgentResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
         let before = self.daemon.in_flight.load(Ordering::SeqCst);
-        self.daemon.remove_agent(secret(r.passphrase)?, r.name).await.map_err(status_of)?;
+        self.daemon
+            .remove_agent(secret(r.passphrase)?, r.name)
+            .await
+            .map_err(status_of)?;
         let after = self.daemon.in_flight.load(Ordering::SeqCst);
-        Ok(Response::new(RemoveAgentResponse { aborted_calls: before.saturating_sub(after) as u32 }))
+        Ok(Response::new(RemoveAgentResponse {
+            aborted_calls: before.saturating_sub(after) as u32,
+        }))
     }
 
     type AuditTailStream = TailStream;
 
-    async fn audit_tail(&self, req: Request<AuditTailRequest>) -> Result<Response<Self::AuditTailStream>, Status> {
+    async fn audit_tail(
+        &self,
+        req: Request<AuditTailRequest>,
+    ) -> Result<Response<Self::AuditTailStream>, Status> {
         peer_of(&req, &self.allowed)?;
         let r = req.into_inner();
         let path = self.daemon.dirs.audit_file.clone();
         // Subscribe before reading so no line falls between the two.
         let rx = if r.follow {
-            Some(self.daemon.unlocked().ok_or_else(locked)?.shared.audit.lock().unwrap_or_else(|p| p.into_inner()).subscribe())
+            Some(
+                self.daemon
+                    .unlocked()
+                    .ok_or_else(locked)?
+                    .shared
+                    .audit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .subscribe(),
+            )
         } else {
             None
         };
@@ -249,10 +419,24 @@ impl Vault for VaultService {
             Err(e) => return Err(status_of(Error::io("read audit log", &path, e))),
         };
         let lines: Vec<&str> = text.lines().collect();
-        let skip = if r.n == 0 { 0 } else { lines.len().saturating_sub(r.n as usize) };
-        let initial: Vec<Result<AuditLine, Status>> =
-            lines[skip..].iter().map(|l| Ok(AuditLine { json: (*l).to_string() })).collect();
-        let last_seq = lines.last().and_then(|l| crate::audit::parse_line(l)).map(|r| r.seq).unwrap_or(0);
+        let skip = if r.n == 0 {
+            0
+        } else {
+            lines.len().saturating_sub(r.n as usize)
+        };
+        let initial: Vec<Result<AuditLine, Status>> = lines[skip..]
+            .iter()
+            .map(|l| {
+                Ok(AuditLine {
+                    json: (*l).to_string(),
+                })
+            })
+            .collect();
+        let last_seq = lines
+            .last()
+            .and_then(|l| crate::audit::parse_line(l))
+            .map(|r| r.seq)
+            .unwrap_or(0);
         let (tx, out) = mpsc::channel(256);
         tokio::spawn(async move {
             for item in initial {
@@ -264,7 +448,9 @@ impl Vault for VaultService {
             loop {
                 match rx.recv().await {
                     Ok(line) => {
-                        let seq = crate::audit::parse_line(&line).map(|r| r.seq).unwrap_or(u64::MAX);
+                        let seq = crate::audit::parse_line(&line)
+                            .map(|r| r.seq)
+                            .unwrap_or(u64::MAX);
                         if seq <= last_seq {
                             continue;
                         }
@@ -273,23 +459,38 @@ impl Vault for VaultService {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::data_loss(format!("{n} audit lines were skipped: the reader was too slow")))).await;
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!(
+                                "{n} audit lines were skipped: the reader was too slow"
+                            ))))
+                            .await;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
-    async fn audit_verify(&self, req: Request<AuditVerifyRequest>) -> Result<Response<AuditVerifyResponse>, Status> {
+    async fn audit_verify(
+        &self,
+        req: Request<AuditVerifyRequest>,
+    ) -> Result<Response<AuditVerifyResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let u = self.daemon.unlocked().ok_or_else(locked)?;
         let shared = u.shared.clone();
         drop(u);
-        let v = tokio::task::spawn_blocking(move || shared.audit.lock().unwrap_or_else(|p| p.into_inner()).verify())
-            .await
-            .map_err(|_| Status::internal("audit verification panicked"))?;
+        let v = tokio::task::spawn_blocking(move || {
+            shared
+                .audit
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .verify()
+        })
+        .await
+        .map_err(|_| Status::internal("audit verification panicked"))?;
         Ok(Response::new(AuditVerifyResponse {
             ok: v.problem.is_none(),
             records: v.records,
@@ -297,19 +498,33 @@ impl Vault for VaultService {
         }))
     }
 
-    async fn agent_status(&self, req: Request<AgentStatusRequest>) -> Result<Response<AgentStatusResponse>, Status> {
+    async fn agent_status(
+        &self,
+        req: Request<AgentStatusRequest>,
+    ) -> Result<Response<AgentStatusResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let token = req.into_inner().agent_token;
         let s = self.daemon.status();
-        let agent = self.daemon.unlocked().and_then(|u| proxy::find_agent(&u, &token)).unwrap_or_default();
-        Ok(Response::new(AgentStatusResponse { state: s.state.to_string(), agent }))
+        let agent = self
+            .daemon
+            .unlocked()
+            .and_then(|u| proxy::find_agent(&u, &token))
+            .unwrap_or_default();
+        Ok(Response::new(AgentStatusResponse {
+            state: s.state.to_string(),
+            agent,
+        }))
     }
 
-    async fn list_services(&self, req: Request<ListServicesRequest>) -> Result<Response<ListServicesResponse>, Status> {
+    async fn list_services(
+        &self,
+        req: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let token = req.into_inner().agent_token;
         let u = self.daemon.unlocked().ok_or_else(locked)?;
-        let agent = proxy::find_agent(&u, &token).ok_or_else(|| Status::from(Refusal::unknown_agent()))?;
+        let agent =
+            proxy::find_agent(&u, &token).ok_or_else(|| Status::from(Refusal::unknown_agent()))?;
         let mut capabilities: Vec<CapabilityInfo> = u
             .data
             .policy
@@ -319,7 +534,11 @@ impl Vault for VaultService {
             .map(|c| CapabilityInfo {
                 name: c.name.clone(),
                 service: c.service.clone(),
-                base_url: u.services.get(&c.service).map(|s| s.service.base_url.clone()).unwrap_or_default(),
+                base_url: u
+                    .services
+                    .get(&c.service)
+                    .map(|s| s.service.base_url.clone())
+                    .unwrap_or_default(),
                 allow: c.allow.clone(),
                 deny: c.deny.clone(),
                 rate_limit: c.rate_limit.clone().unwrap_or_default(),
@@ -327,10 +546,16 @@ impl Vault for VaultService {
             })
             .collect();
         capabilities.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Response::new(ListServicesResponse { agent, capabilities }))
+        Ok(Response::new(ListServicesResponse {
+            agent,
+            capabilities,
+        }))
     }
 
-    async fn execute(&self, req: Request<ExecuteRequest>) -> Result<Response<ExecuteResponse>, Status> {
+    async fn execute(
+        &self,
+        req: Request<ExecuteRequest>,
+    ) -> Result<Response<ExecuteResponse>, Status> {
         let peer = peer_of(&req, &self.allowed)?;
         let r = proxy::execute(&self.daemon, &peer, req.into_inner()).await?;
         Ok(Response::new(r))

@@ -27,12 +27,34 @@ pub fn harden_process() -> io::Result<()> {
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `zero` is a valid rlimit that outlives the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit, so thousands of idle
+/// clients cannot starve the accept loop of descriptors. Returns the new limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    lim.rlim_cur = lim.rlim_max.min(1 << 20);
+    // SAFETY: `lim` is a valid rlimit that outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
 }
 
 /// Whether the process is currently dumpable (for `vaultd check` and status).
@@ -43,7 +65,10 @@ pub fn is_dumpable() -> bool {
 
 /// The current core-file size limit (soft).
 pub fn core_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut lim) } != 0 {
         return u64::MAX;
@@ -61,7 +86,10 @@ pub fn close_inherited_fds() -> io::Result<()> {
     }
     // Old kernels: close them one by one.
     for entry in std::fs::read_dir("/proc/self/fd")?.flatten() {
-        if let Some(fd) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+        if let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
             && fd > 2
         {
             // SAFETY: closing a descriptor number; a stale number (the read_dir's own fd) just fails.
@@ -205,4 +233,45 @@ unsafe fn zero_volatile(ptr: *mut u8, len: usize) {
     // compiler fence keeps the zeroing from being optimized out before free.
     unsafe { std::ptr::write_bytes(ptr, 0, len) };
     std::sync::atomic::compiler_fence(Ordering::SeqCst);
+}
+
+/// The Landlock ABI version the running kernel offers (`Err` with ENOSYS or
+/// EOPNOTSUPP when it has no Landlock, or has it disabled at boot). Used by
+/// `sandbox` to report and check the kernel's ABI; the `landlock` crate keeps
+/// this query private.
+pub fn landlock_abi_version() -> io::Result<u32> {
+    // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    // only returns the ABI version: with a null attribute pointer and size 0
+    // the kernel reads and writes no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(rc).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+/// `ptrace(PTRACE_TRACEME)`. Only the sandbox probe (`vaultd-sandbox-probe`)
+/// calls this, to prove that the seccomp filter kills a process that tries.
+pub fn ptrace_traceme() -> io::Result<()> {
+    // SAFETY: PTRACE_TRACEME ignores its pid, addr and data arguments and
+    // touches no memory of ours.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_TRACEME,
+            0,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

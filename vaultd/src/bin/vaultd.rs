@@ -1,18 +1,30 @@
 //! vaultd: the credential vault daemon. Runs in the foreground, logs to
 //! stderr, starts locked, exits 0 on SIGTERM. See ARCHITECTURE.md.
+//!
+//! Start-up order (each step before the next):
+//! 1. close inherited fds, not dumpable, no core files;
+//! 2. config, directories, the single-instance lock, the socket bound (a std
+//!    listener), the system trust roots read;
+//! 3. the sandbox ([`vaultd::sandbox::apply`]): landlock, then seccomp, while
+//!    the process still has one thread;
+//! 4. only then the tokio runtime (its threads inherit the sandbox), the
+//!    daemon, and the first secret.
+//!
+//! `vaultd check` reports which of these protections this machine enforces.
 #![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use tokio::net::UnixListener;
+use clap::{Parser, Subcommand};
 use vaultd::config::Config;
 use vaultd::daemon::Daemon;
 use vaultd::dirs::{Dirs, ensure_private_dir};
+use vaultd::sandbox::{LandlockSupport, PINNED_ABI_NUMBER, SeccompSupport};
 use vaultd::server::{VaultService, accept_loop};
 
 #[global_allocator]
@@ -23,30 +35,52 @@ static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
 #[command(name = "vaultd", version, about)]
 struct Args {
     /// Config file (default: $XDG_CONFIG_HOME/vaultd/vaultd.toml, or VAULTD_HOME/vaultd.toml).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    /// Without a command: run the daemon.
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Report which protections this machine enforces (and, if vaultd runs, which it has on).
+    /// Exits 0 when all are available, 1 otherwise.
+    Check,
 }
 
 fn main() {
     // Before anything else: no inherited fds, not dumpable, no core files.
-    let early = vaultd::sys::close_inherited_fds().and_then(|_| vaultd::sys::harden_process());
+    let early = vaultd::sys::close_inherited_fds()
+        .and_then(|_| vaultd::sys::harden_process())
+        .and_then(|_| vaultd::sys::raise_nofile_limit().map(|_| ()));
     let args = Args::parse();
     if let Err(e) = early {
         eprintln!("vaultd: cannot harden the process: {e}");
         std::process::exit(1);
     }
-    if let Err(e) = run(args) {
+    let result = match args.command {
+        None => run(args.config),
+        Some(Cmd::Check) => check(args.config).map(|ok| {
+            if !ok {
+                std::process::exit(1)
+            }
+        }),
+    };
+    if let Err(e) = result {
         eprintln!("vaultd: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let dirs = Dirs::from_env(args.config.as_deref())?;
+fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let dirs = Dirs::from_env(config_path.as_deref())?;
     let config = Config::load(&dirs.config_file)?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -54,16 +88,24 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Probe: can secret pages be locked here?
     drop(vaultd::secret::SecretBuf::zeroed(32)?);
     if !vaultd::sys::mlock_ok() {
-        tracing::warn!("secret pages cannot be locked in RAM (mlock failed): raise LimitMEMLOCK or `ulimit -l`");
+        tracing::warn!(
+            "secret pages cannot be locked in RAM (mlock failed): raise LimitMEMLOCK or `ulimit -l`"
+        );
     }
     dirs.create_all()?;
-    let sock_dir = dirs.socket.parent().context("the socket path has no directory")?;
+    let sock_dir = dirs
+        .socket
+        .parent()
+        .context("the socket path has no directory")?;
     ensure_private_dir(sock_dir)?;
 
     // One instance per socket: hold an exclusive lock for our whole life.
     let lock_path = sock_dir.join(format!(
         "{}.lock",
-        dirs.socket.file_name().and_then(|n| n.to_str()).unwrap_or("vaultd.sock")
+        dirs.socket
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("vaultd.sock")
     ));
     let lock_file = OpenOptions::new()
         .create(true)
@@ -83,21 +125,57 @@ fn run(args: Args) -> anyhow::Result<()> {
     match std::fs::remove_file(&dirs.socket) {
         Ok(()) => tracing::info!("removed stale socket {}", dirs.socket.display()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot remove stale socket {}", dirs.socket.display())),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove stale socket {}", dirs.socket.display()));
+        }
     }
 
+    // Everything that needs the open filesystem happens here, before the sandbox.
+    let listener = std::os::unix::net::UnixListener::bind(&dirs.socket)
+        .with_context(|| format!("cannot bind {}", dirs.socket.display()))?;
+    std::fs::set_permissions(&dirs.socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", dirs.socket.display()))?;
     let roots = vaultd::proxy::upstream::load_system_roots();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("vaultd").build()?;
+    // Reads cgroup files, which the sandbox closes.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+    // Still one thread: sandbox now, so every thread the runtime starts inherits it.
+    let sandbox = vaultd::sandbox::apply(&dirs, &config).context("cannot sandbox vaultd")?;
+    for (enforced, layer, line) in [
+        (sandbox.landlock_enforced, "landlock", &sandbox.landlock),
+        (sandbox.seccomp_enforced, "seccomp", &sandbox.seccomp),
+    ] {
+        if enforced {
+            tracing::info!("{layer}: {line}");
+        } else {
+            tracing::warn!(
+                "{layer}: {line} (set require_sandbox = true to refuse to start without it)"
+            );
+        }
+    }
+
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the socket non-blocking")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .thread_name("vaultd")
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let listener = UnixListener::bind(&dirs.socket).with_context(|| format!("cannot bind {}", dirs.socket.display()))?;
-        std::fs::set_permissions(&dirs.socket, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", dirs.socket.display()))?;
+        let listener = tokio::net::UnixListener::from_std(listener).context("cannot register the socket")?;
         let mut allowed = config.allowed_uids.clone();
         allowed.push(vaultd::sys::getuid());
         let socket_path = dirs.socket.clone();
-        let daemon = Arc::new(Daemon::new(dirs, config, roots));
+        let mut daemon = Daemon::new(dirs, config, roots);
+        daemon.landlock_status = sandbox.landlock;
+        daemon.seccomp_status = sandbox.seccomp;
+        let daemon = Arc::new(daemon);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(accept_loop(listener, allowed.clone(), tx));
+        let max_connections = daemon.config.max_connections;
+        tokio::spawn(accept_loop(listener, allowed.clone(), max_connections, tx));
         let service = VaultService { daemon: daemon.clone(), allowed };
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
@@ -110,7 +188,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %socket_path.display(), "vaultd {} ready (locked)", env!("CARGO_PKG_VERSION"));
         tonic::transport::Server::builder()
-            .add_service(vault_proto::v1::vault_server::VaultServer::new(service))
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            .add_service(
+                // Bodies up to 10 MiB must reach the proxy's own check (bad_request), not tonic's 4 MiB default.
+                vault_proto::v1::vault_server::VaultServer::new(service)
+                    .max_decoding_message_size(11 << 20)
+                    .max_encoding_message_size(300 << 20),
+            )
             .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
             .await
             .context("the gRPC server failed")?;
@@ -121,4 +206,177 @@ fn run(args: Args) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// One line of `vaultd check`.
+fn line(ok: bool, what: &str, detail: &str) -> bool {
+    println!("{} {what}: {detail}", if ok { "ok  " } else { "FAIL" });
+    ok
+}
+
+/// `vaultd check`: what this machine enforces; true when everything is available.
+fn check(config_path: Option<PathBuf>) -> anyhow::Result<bool> {
+    let mut all = true;
+    // main() already hardened this process exactly as the daemon does.
+    all &= if vaultd::sys::is_dumpable() {
+        line(
+            false,
+            "dumpable",
+            "PR_SET_DUMPABLE=0 did not hold: same-uid processes can ptrace vaultd and read its memory",
+        )
+    } else {
+        line(
+            true,
+            "dumpable",
+            "no (PR_SET_DUMPABLE=0: no ptrace by the same user, no /proc/PID/mem)",
+        )
+    };
+    all &= match vaultd::sys::core_limit() {
+        0 => line(true, "core limit", "0 (no core files)"),
+        n => line(
+            false,
+            "core limit",
+            &format!("{n}: setrlimit(RLIMIT_CORE, 0) did not hold; set LimitCORE=0 in the unit"),
+        ),
+    };
+    let probe = vaultd::secret::SecretBuf::zeroed(32);
+    all &= if probe.is_ok() && vaultd::sys::mlock_ok() {
+        line(true, "mlock", "secret pages can be locked in RAM")
+    } else {
+        line(
+            false,
+            "mlock",
+            "secret pages cannot be locked in RAM: raise LimitMEMLOCK= in the unit or `ulimit -l` (e.g. 16M)",
+        )
+    };
+    drop(probe);
+    all &= match LandlockSupport::probe() {
+        LandlockSupport::Available { kernel_abi } => line(
+            true,
+            "landlock",
+            &format!("ABI {kernel_abi} available (vaultd's rules use ABI {PINNED_ABI_NUMBER})"),
+        ),
+        LandlockSupport::TooOld { kernel_abi } => line(
+            false,
+            "landlock",
+            &format!(
+                "ABI {kernel_abi} is older than ABI {PINNED_ABI_NUMBER} that vaultd needs: upgrade to Linux 6.12 or later"
+            ),
+        ),
+        LandlockSupport::Missing { why } => line(
+            false,
+            "landlock",
+            &format!(
+                "{why}: use a kernel built with CONFIG_SECURITY_LANDLOCK and landlock in lsm="
+            ),
+        ),
+    };
+    all &= match SeccompSupport::probe() {
+        SeccompSupport::Available => line(
+            true,
+            "seccomp",
+            "filters available (kill_process, errno, TSYNC)",
+        ),
+        SeccompSupport::Missing(why) => line(
+            false,
+            "seccomp",
+            &format!("{why}: use a kernel with CONFIG_SECCOMP_FILTER"),
+        ),
+    };
+    // The rules a daemon started with this environment would get.
+    let policy = Dirs::from_env(config_path.as_deref())
+        .map_err(anyhow::Error::from)
+        .and_then(|dirs| {
+            let config = Config::load(&dirs.config_file)?;
+            Ok(vaultd::sandbox::Policy::new(&dirs, &config)?)
+        });
+    match policy {
+        Ok(policy) => {
+            println!("--   landlock policy: {}", policy.summary());
+            for rule in policy.describe() {
+                println!("--     {rule}");
+            }
+        }
+        // Typically: vaultd never ran here, so its directories do not exist yet.
+        Err(e) => println!("--   landlock policy: not computed ({e:#})"),
+    }
+    // The daemon, if one runs on our socket.
+    let socket = vault_proto::paths::socket_path()?;
+    if socket.exists() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        all &= rt.block_on(check_daemon(&socket));
+    } else {
+        println!(
+            "--   daemon: not running (no socket at {})",
+            socket.display()
+        );
+    }
+    Ok(all)
+}
+
+async fn check_daemon(socket: &Path) -> bool {
+    let mut ok = true;
+    match std::fs::symlink_metadata(socket) {
+        Ok(m) => {
+            let mode = m.mode() & 0o777;
+            let me = vaultd::sys::getuid();
+            ok &= line(
+                mode & 0o077 == 0 && m.uid() == me,
+                "daemon socket",
+                &format!(
+                    "{} mode {mode:04o}, owner uid {}{}",
+                    socket.display(),
+                    m.uid(),
+                    if m.uid() == me {
+                        ""
+                    } else {
+                        " (not you: another user's daemon?)"
+                    }
+                ),
+            );
+        }
+        Err(e) => {
+            ok &= line(
+                false,
+                "daemon socket",
+                &format!("{}: {e}", socket.display()),
+            )
+        }
+    }
+    let mut client = match vault_proto::client::connect(socket, Duration::from_secs(5)).await {
+        Ok(c) => c,
+        Err(e) => return line(false, "daemon", &e.to_string()) && ok,
+    };
+    match client.status(vault_proto::v1::StatusRequest {}).await {
+        Ok(s) => {
+            let s = s.into_inner();
+            println!(
+                "--   daemon: vaultd {} (pid {}), {}",
+                s.daemon_version, s.pid, s.state
+            );
+            ok &= line(
+                s.mlock_ok,
+                "daemon mlock",
+                if s.mlock_ok {
+                    "secret pages locked"
+                } else {
+                    "FAILED: raise LimitMEMLOCK"
+                },
+            );
+            ok &= line(
+                s.landlock.starts_with("enforced"),
+                "daemon landlock",
+                &s.landlock,
+            );
+            ok &= line(
+                s.seccomp.starts_with("enforced"),
+                "daemon seccomp",
+                &s.seccomp,
+            );
+        }
+        Err(e) => ok &= line(false, "daemon", &format!("status failed: {}", e.message())),
+    }
+    ok
 }
