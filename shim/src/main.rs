@@ -24,14 +24,12 @@
 //!   serves the same MCP session;
 //! - open a network connection: its only peer is the unix socket.
 //!
-//! Layout: [`server`] (MCP tools and dispatch), [`daemon`] (the connection to
-//! vaultd), [`render`] (answers to tool-result JSON and refusals), [`stdio`]
-//! (the transport).
+//! Layout: the library (`src/lib.rs`) holds [`server`] (MCP tools and
+//! dispatch), [`daemon`] (the connection to vaultd), [`render`] (answers to
+//! tool-result JSON and refusals) and [`stdio`] (the transport); this file is
+//! argument parsing, the agent token and the runtime.
 
-mod daemon;
-mod render;
-mod server;
-mod stdio;
+use vault_mcp::{daemon, render, server, stdio};
 
 use std::fs::File;
 use std::io::{IsTerminal, Read};

@@ -18,16 +18,23 @@ use rmcp::transport::{StdioReader, StdioWriter};
 /// MCP over this process's stdin and stdout (non-blocking pipes when they are pipes).
 pub fn transport() -> PreInitTolerant<AsyncRwTransport<RoleServer, StdioReader, StdioWriter>> {
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
-    PreInitTolerant {
-        inner: AsyncRwTransport::new_server(stdin, stdout),
-        initialized: false,
-    }
+    PreInitTolerant::new(AsyncRwTransport::new_server(stdin, stdout))
 }
 
 /// Drops non-request messages until `initialize` has been received.
 pub struct PreInitTolerant<T> {
     inner: T,
     initialized: bool,
+}
+
+impl<T> PreInitTolerant<T> {
+    /// Wraps `inner` (the real stdio in [`transport`]; an in-memory pipe in the fuzzer).
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner,
+            initialized: false,
+        }
+    }
 }
 
 impl<T: Transport<RoleServer>> Transport<RoleServer> for PreInitTolerant<T> {
