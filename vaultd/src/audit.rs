@@ -112,12 +112,14 @@ pub struct AuditLog {
 pub fn derive_key(data_key: &SecretBuf) -> Result<SecretBuf> {
     let hk = hkdf::Hkdf::<Sha256>::new(None, data_key.expose());
     let mut key = SecretBuf::zeroed(32)?;
-    hk.expand(b"vaultd audit mac v1", key.expose_mut()).map_err(|_| Error::Crypto("hkdf"))?;
+    hk.expand(b"vaultd audit mac v1", key.expose_mut())
+        .map_err(|_| Error::Crypto("hkdf"))?;
     Ok(key)
 }
 
 fn mac(key: &SecretBuf, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(key.expose()).expect("HMAC takes any key length");
+    let mut m =
+        <HmacSha256 as KeyInit>::new_from_slice(key.expose()).expect("HMAC takes any key length");
     m.update(prev);
     m.update(body);
     m.finalize().into_bytes().into()
@@ -160,8 +162,16 @@ impl AuditLog {
     pub fn open(path: &Path, data_key: &SecretBuf) -> Result<AuditLog> {
         let key = derive_key(data_key)?;
         let (tx, _) = tokio::sync::broadcast::channel(1024);
-        let mut log =
-            AuditLog { path: path.to_path_buf(), file: None, ino: (0, 0), key, seq: 0, head: [0; 32], error: None, tx };
+        let mut log = AuditLog {
+            path: path.to_path_buf(),
+            file: None,
+            ino: (0, 0),
+            key,
+            seq: 0,
+            head: [0; 32],
+            error: None,
+            tx,
+        };
         log.reopen()?;
         Ok(log)
     }
@@ -174,11 +184,14 @@ impl AuditLog {
             .mode(0o600)
             .open(&self.path)
             .map_err(|e| Error::io("open audit log", &self.path, e))?;
-        let meta = file.metadata().map_err(|e| Error::io("inspect audit log", &self.path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect audit log", &self.path, e))?;
         // Continue from the last complete line, if any.
         if meta.len() > 0 {
             let start = meta.len().saturating_sub(64 * 1024);
-            file.seek(SeekFrom::Start(start)).map_err(|e| Error::io("read audit log", &self.path, e))?;
+            file.seek(SeekFrom::Start(start))
+                .map_err(|e| Error::io("read audit log", &self.path, e))?;
             let mut last = None;
             for line in BufReader::new(&file).lines() {
                 let line = line.map_err(|e| Error::io("read audit log", &self.path, e))?;
@@ -210,9 +223,14 @@ impl AuditLog {
     }
 
     fn try_append(&mut self, rec: &mut Record) -> std::result::Result<u64, String> {
-        let file = self.file.as_mut().ok_or_else(|| "the audit log is not open".to_string())?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| "the audit log is not open".to_string())?;
         // Removed or replaced? Compare the open file with what the path names now.
-        let fmeta = file.metadata().map_err(|e| format!("cannot inspect audit log: {e}"))?;
+        let fmeta = file
+            .metadata()
+            .map_err(|e| format!("cannot inspect audit log: {e}"))?;
         let pmeta = std::fs::metadata(&self.path);
         let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
         if fmeta.nlink() == 0 || !same {
@@ -226,7 +244,8 @@ impl AuditLog {
         if let Some(r) = &mut rec.reason {
             truncate_utf8(r, MAX_REASON_LEN);
         }
-        let body = serde_json::to_string(&*rec).map_err(|e| format!("cannot encode audit record: {e}"))?;
+        let body =
+            serde_json::to_string(&*rec).map_err(|e| format!("cannot encode audit record: {e}"))?;
         let m = mac(&self.key, &self.head, body.as_bytes());
         let mut line = String::with_capacity(body.len() + 80);
         line.push_str(&body[..body.len() - 1]);
@@ -292,7 +311,12 @@ pub struct Verification {
 
 /// Checks every line's MAC and sequence.
 pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
-    let mut v = Verification { records: 0, problem: None, last_seq: 0, last_mac: [0; 32] };
+    let mut v = Verification {
+        records: 0,
+        problem: None,
+        last_seq: 0,
+        last_mac: [0; 32],
+    };
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return v,
@@ -311,7 +335,9 @@ pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
             }
         };
         let Some((body, m)) = split_line(&line) else {
-            v.problem = Some(format!("line {n}: not an audit record (no MAC): edited or damaged"));
+            v.problem = Some(format!(
+                "line {n}: not an audit record (no MAC): edited or damaged"
+            ));
             return v;
         };
         let rec: Record = match serde_json::from_str(&body) {
@@ -329,7 +355,10 @@ pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
             return v;
         }
         if mac(key, &v.last_mac, body.as_bytes()) != m {
-            v.problem = Some(format!("line {n}: MAC mismatch: record {} was edited, or one before it removed", rec.seq));
+            v.problem = Some(format!(
+                "line {n}: MAC mismatch: record {} was edited, or one before it removed",
+                rec.seq
+            ));
             return v;
         }
         v.records += 1;
@@ -359,7 +388,12 @@ mod tests {
     fn write_n(path: &Path, key: &SecretBuf, n: usize) -> AuditLog {
         let mut log = AuditLog::open(path, key).unwrap();
         for i in 0..n {
-            log.append(Record { kind: "admin".into(), event: Some(format!("e{i}")), ..Default::default() }).unwrap();
+            log.append(Record {
+                kind: "admin".into(),
+                event: Some(format!("e{i}")),
+                ..Default::default()
+            })
+            .unwrap();
         }
         log
     }
@@ -383,9 +417,15 @@ mod tests {
         let cases: Vec<(&str, String)> = vec![
             ("edit", good.replacen("\"e1\"", "\"e9\"", 1)),
             ("remove", [lines[0], lines[2], lines[3]].join("\n") + "\n"),
-            ("reorder", [lines[0], lines[2], lines[1], lines[3]].join("\n") + "\n"),
+            (
+                "reorder",
+                [lines[0], lines[2], lines[1], lines[3]].join("\n") + "\n",
+            ),
             ("truncate", [lines[0], lines[1]].join("\n") + "\n"),
-            ("insert", [lines[0], lines[0], lines[1], lines[2], lines[3]].join("\n") + "\n"),
+            (
+                "insert",
+                [lines[0], lines[0], lines[1], lines[2], lines[3]].join("\n") + "\n",
+            ),
         ];
         for (what, text) in cases {
             std::fs::write(&path, text).unwrap();
@@ -398,7 +438,12 @@ mod tests {
         let (_d, path, key) = setup();
         let mut log = write_n(&path, &key, 1);
         std::fs::remove_file(&path).unwrap();
-        let e = log.append(Record { kind: "admin".into(), ..Default::default() }).unwrap_err();
+        let e = log
+            .append(Record {
+                kind: "admin".into(),
+                ..Default::default()
+            })
+            .unwrap_err();
         assert!(e.contains("removed"), "{e}");
         assert!(log.error().is_some());
     }

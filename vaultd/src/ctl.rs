@@ -189,7 +189,9 @@ fn read_passphrase(fd: Option<u32>, prompt: &str) -> anyhow::Result<Zeroizing<Ve
     let p = match fd {
         Some(fd) => {
             let mut raw = Zeroizing::new(Vec::new());
-            open_fd(fd)?.read_to_end(&mut raw).with_context(|| format!("cannot read the passphrase from fd {fd}"))?;
+            open_fd(fd)?
+                .read_to_end(&mut raw)
+                .with_context(|| format!("cannot read the passphrase from fd {fd}"))?;
             let end = raw.iter().position(|b| *b == b'\n').unwrap_or(raw.len());
             let mut line = Zeroizing::new(raw[..end].to_vec());
             if line.last() == Some(&b'\r') {
@@ -201,7 +203,11 @@ fn read_passphrase(fd: Option<u32>, prompt: &str) -> anyhow::Result<Zeroizing<Ve
             if !std::io::stdin().is_terminal() && std::fs::File::open("/dev/tty").is_err() {
                 bail!("no terminal to read the passphrase from: pass --passphrase-fd N");
             }
-            Zeroizing::new(rpassword::prompt_password(prompt).context("cannot read the passphrase from the terminal")?.into_bytes())
+            Zeroizing::new(
+                rpassword::prompt_password(prompt)
+                    .context("cannot read the passphrase from the terminal")?
+                    .into_bytes(),
+            )
         }
     };
     if p.is_empty() {
@@ -211,21 +217,29 @@ fn read_passphrase(fd: Option<u32>, prompt: &str) -> anyhow::Result<Zeroizing<Ve
 }
 
 fn open_fd(fd: u32) -> anyhow::Result<std::fs::File> {
-    std::fs::File::open(format!("/dev/fd/{fd}")).with_context(|| format!("file descriptor {fd} is not open"))
+    std::fs::File::open(format!("/dev/fd/{fd}"))
+        .with_context(|| format!("file descriptor {fd} is not open"))
 }
 
 /// Reads a secret value: all bytes, one trailing newline dropped.
 fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let mut v = Zeroizing::new(Vec::new());
     if let Some(fd) = from_fd {
-        open_fd(fd)?.read_to_end(&mut v).with_context(|| format!("cannot read the secret from fd {fd}"))?;
+        open_fd(fd)?
+            .read_to_end(&mut v)
+            .with_context(|| format!("cannot read the secret from fd {fd}"))?;
     } else if from_stdin {
-        std::io::stdin().read_to_end(&mut v).context("cannot read the secret from stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .context("cannot read the secret from stdin")?;
     } else {
         if std::fs::File::open("/dev/tty").is_err() {
             bail!("no terminal to read the secret from: use --from-stdin or --from-fd N");
         }
-        let s = Zeroizing::new(rpassword::prompt_password("Secret value: ").context("cannot read the secret from the terminal")?);
+        let s = Zeroizing::new(
+            rpassword::prompt_password("Secret value: ")
+                .context("cannot read the secret from the terminal")?,
+        );
         v.extend_from_slice(s.as_bytes());
     }
     let keep = if v.ends_with(b"\r\n") {
@@ -260,11 +274,17 @@ fn rpc(e: tonic::Status) -> anyhow::Error {
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let pfd = cli.passphrase_fd;
     match cli.command {
-        Command::Init { kdf_memory_mib, kdf_iterations } => {
+        Command::Init {
+            kdf_memory_mib,
+            kdf_iterations,
+        } => {
             let kdf = KdfParams::new(kdf_memory_mib, kdf_iterations)?;
             let dirs = Dirs::from_env(None)?;
             if dirs.vault_file.exists() {
-                return Err(crate::error::Error::VaultExists { path: dirs.vault_file }.into());
+                return Err(crate::error::Error::VaultExists {
+                    path: dirs.vault_file,
+                }
+                .into());
             }
             let p = read_passphrase(pfd, "New passphrase: ")?;
             if pfd.is_none() {
@@ -274,14 +294,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             let path = dirs.vault_file.clone();
-            tokio::task::spawn_blocking(move || crate::daemon::init_vault(&dirs, &p, kdf)).await??;
+            tokio::task::spawn_blocking(move || crate::daemon::init_vault(&dirs, &p, kdf))
+                .await??;
             println!("created {}", path.display());
-            eprintln!("next: start vaultd (`systemctl --user start vaultd`), then `vaultctl unlock`");
+            eprintln!(
+                "next: start vaultd (`systemctl --user start vaultd`), then `vaultctl unlock`"
+            );
         }
         Command::Unlock => {
             let mut c = connect().await?;
             let p = read_passphrase(pfd, "Passphrase: ")?;
-            c.unlock(UnlockRequest { passphrase: p.to_vec() }).await.map_err(rpc)?;
+            c.unlock(UnlockRequest {
+                passphrase: p.to_vec(),
+            })
+            .await
+            .map_err(rpc)?;
             println!("unlocked");
         }
         Command::Lock => return lock().await,
@@ -296,34 +323,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     bail!("the new passphrases differ: nothing was changed");
                 }
             }
-            c.change_passphrase(ChangePassphraseRequest { passphrase: p.to_vec(), new_passphrase: n.to_vec() })
-                .await
-                .map_err(rpc)?;
+            c.change_passphrase(ChangePassphraseRequest {
+                passphrase: p.to_vec(),
+                new_passphrase: n.to_vec(),
+            })
+            .await
+            .map_err(rpc)?;
             println!("passphrase changed");
         }
         Command::Secret(cmd) => match cmd {
-            SecretCmd::Set { name, from_fd, from_stdin } => {
+            SecretCmd::Set {
+                name,
+                from_fd,
+                from_stdin,
+            } => {
                 crate::daemon::check_secret_name(&name)?;
                 let mut c = connect().await?;
                 let value = read_value(from_fd, from_stdin)?;
                 let p = read_passphrase(pfd, "Passphrase: ")?;
                 let r = c
-                    .set_secret(SetSecretRequest { passphrase: p.to_vec(), name: name.clone(), value: value.to_vec() })
+                    .set_secret(SetSecretRequest {
+                        passphrase: p.to_vec(),
+                        name: name.clone(),
+                        value: value.to_vec(),
+                    })
                     .await
                     .map_err(rpc)?
                     .into_inner();
-                println!("{} secret {name}", if r.replaced { "replaced" } else { "stored" });
+                println!(
+                    "{} secret {name}",
+                    if r.replaced { "replaced" } else { "stored" }
+                );
             }
             SecretCmd::List => {
                 let mut c = connect().await?;
-                for n in c.list_secrets(ListSecretsRequest {}).await.map_err(rpc)?.into_inner().names {
+                for n in c
+                    .list_secrets(ListSecretsRequest {})
+                    .await
+                    .map_err(rpc)?
+                    .into_inner()
+                    .names
+                {
                     println!("{n}");
                 }
             }
             SecretCmd::Rm { name } => {
                 let mut c = connect().await?;
                 let p = read_passphrase(pfd, "Passphrase: ")?;
-                c.remove_secret(RemoveSecretRequest { passphrase: p.to_vec(), name: name.clone() }).await.map_err(rpc)?;
+                c.remove_secret(RemoveSecretRequest {
+                    passphrase: p.to_vec(),
+                    name: name.clone(),
+                })
+                .await
+                .map_err(rpc)?;
                 println!("removed secret {name}");
             }
         },
@@ -331,14 +383,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             PolicyCmd::Apply { file, dry_run } => return policy_apply(pfd, &file, dry_run).await,
             PolicyCmd::Show => {
                 let mut c = connect().await?;
-                print!("{}", c.show_policy(ShowPolicyRequest {}).await.map_err(rpc)?.into_inner().policy_toml);
+                print!(
+                    "{}",
+                    c.show_policy(ShowPolicyRequest {})
+                        .await
+                        .map_err(rpc)?
+                        .into_inner()
+                        .policy_toml
+                );
             }
         },
         Command::Agent(cmd) => match cmd {
-            AgentCmd::Add { name, json, token_file } => {
+            AgentCmd::Add {
+                name,
+                json,
+                token_file,
+            } => {
                 let mut c = connect().await?;
                 let p = read_passphrase(pfd, "Passphrase: ")?;
-                let r = c.add_agent(AddAgentRequest { passphrase: p.to_vec(), name }).await.map_err(rpc)?.into_inner();
+                let r = c
+                    .add_agent(AddAgentRequest {
+                        passphrase: p.to_vec(),
+                        name,
+                    })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
                 if let Some(f) = token_file {
                     write_private(&f, format!("{}\n", r.token).as_bytes())?;
                     println!("agent {} created; token written to {}", r.name, f.display());
@@ -354,8 +424,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             AgentCmd::List => {
                 let mut c = connect().await?;
-                for a in c.list_agents(ListAgentsRequest {}).await.map_err(rpc)?.into_inner().agents {
-                    let token = if a.has_token { "" } else { " (no token yet: `vaultctl agent add NAME`)" };
+                for a in c
+                    .list_agents(ListAgentsRequest {})
+                    .await
+                    .map_err(rpc)?
+                    .into_inner()
+                    .agents
+                {
+                    let token = if a.has_token {
+                        ""
+                    } else {
+                        " (no token yet: `vaultctl agent add NAME`)"
+                    };
                     println!("{}{token}\t{}", a.name, a.capabilities.join(","));
                 }
             }
@@ -363,17 +443,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let mut c = connect().await?;
                 let p = read_passphrase(pfd, "Passphrase: ")?;
                 let r = c
-                    .remove_agent(RemoveAgentRequest { passphrase: p.to_vec(), name: name.clone() })
+                    .remove_agent(RemoveAgentRequest {
+                        passphrase: p.to_vec(),
+                        name: name.clone(),
+                    })
                     .await
                     .map_err(rpc)?
                     .into_inner();
-                println!("removed agent {name} ({} call(s) in flight aborted)", r.aborted_calls);
+                println!(
+                    "removed agent {name} ({} call(s) in flight aborted)",
+                    r.aborted_calls
+                );
             }
         },
         Command::Audit(cmd) => match cmd {
             AuditCmd::Tail { n, follow, json } => {
                 let mut c = connect().await?;
-                let mut stream = c.audit_tail(AuditTailRequest { n, follow }).await.map_err(rpc)?.into_inner();
+                let mut stream = c
+                    .audit_tail(AuditTailRequest { n, follow })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
                 let mut out = std::io::stdout().lock();
                 while let Some(line) = stream.message().await.map_err(rpc)? {
                     if json {
@@ -386,7 +476,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             AuditCmd::Verify => {
                 let mut c = connect().await?;
-                let r = c.audit_verify(AuditVerifyRequest {}).await.map_err(rpc)?.into_inner();
+                let r = c
+                    .audit_verify(AuditVerifyRequest {})
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
                 if r.ok {
                     println!("audit log OK: {} records, chain intact", r.records);
                 } else {
@@ -412,7 +506,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -443,7 +538,8 @@ fn human_audit(json: &str) -> String {
 }
 
 async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read policy file {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read policy file {}", file.display()))?;
     let source = file.display().to_string();
     let cas = match crate::policy::ca_files(&text) {
         Ok(c) => c,
@@ -457,12 +553,19 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
     let mut ca_files = std::collections::HashMap::new();
     let mut errors = Vec::new();
     for (ca, line) in cas {
-        let p = if Path::new(&ca).is_absolute() { PathBuf::from(&ca) } else { base.join(&ca) };
+        let p = if Path::new(&ca).is_absolute() {
+            PathBuf::from(&ca)
+        } else {
+            base.join(&ca)
+        };
         match std::fs::read_to_string(&p) {
             Ok(pem) => {
                 ca_files.insert(ca, pem);
             }
-            Err(e) => errors.push(format!("{source}:{line}: cannot read ca_file {}: {e}", p.display())),
+            Err(e) => errors.push(format!(
+                "{source}:{line}: cannot read ca_file {}: {e}",
+                p.display()
+            )),
         }
     }
     if !errors.is_empty() {
@@ -473,13 +576,26 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
     let mut c = connect().await?;
     let p = read_passphrase(pfd, "Passphrase: ")?;
     let r = c
-        .apply_policy(ApplyPolicyRequest { passphrase: p.to_vec(), policy_toml: text, source_name: source, ca_files, dry_run })
+        .apply_policy(ApplyPolicyRequest {
+            passphrase: p.to_vec(),
+            policy_toml: text,
+            source_name: source,
+            ca_files,
+            dry_run,
+        })
         .await;
     match r {
         Ok(r) => {
             let r = r.into_inner();
-            let verb = if dry_run { "policy is valid (nothing changed)" } else { "policy applied" };
-            println!("{verb}: {} service(s), {} capability(ies)", r.services, r.capabilities);
+            let verb = if dry_run {
+                "policy is valid (nothing changed)"
+            } else {
+                "policy applied"
+            };
+            println!(
+                "{verb}: {} service(s), {} capability(ies)",
+                r.services, r.capabilities
+            );
             for a in r.new_agents {
                 eprintln!("new agent {a}: give it a token with `vaultctl agent add {a}`");
             }
@@ -500,7 +616,10 @@ async fn status(json: bool) -> anyhow::Result<i32> {
         Ok(c) => c,
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"state": "unavailable", "error": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"state": "unavailable", "error": e.to_string()})
+                );
             }
             return Err(e.into());
         }
@@ -569,11 +688,23 @@ async fn lock() -> anyhow::Result<i32> {
             println!("locked ({aborted} call(s) in flight aborted)");
             Ok(0)
         }
-        Ok(Err(e)) if matches!(e.downcast_ref::<ConnectError>(), Some(ConnectError::NotRunning { .. })) => {
+        Ok(Err(e))
+            if matches!(
+                e.downcast_ref::<ConnectError>(),
+                Some(ConnectError::NotRunning { .. })
+            ) =>
+        {
             println!("vaultd is not running: nothing holds the keys");
             Ok(0)
         }
-        Ok(Err(e)) if !matches!(e.downcast_ref::<ConnectError>(), Some(ConnectError::Timeout { .. })) => Err(e),
+        Ok(Err(e))
+            if !matches!(
+                e.downcast_ref::<ConnectError>(),
+                Some(ConnectError::Timeout { .. })
+            ) =>
+        {
+            Err(e)
+        }
         _ => kill_unresponsive(&path).await,
     }
 }
@@ -582,13 +713,28 @@ async fn lock() -> anyhow::Result<i32> {
 async fn kill_unresponsive(path: &Path) -> anyhow::Result<i32> {
     let stream = tokio::net::UnixStream::connect(path)
         .await
-        .with_context(|| format!("vaultd did not answer and its socket {} cannot be opened", path.display()))?;
-    let cred = stream.peer_cred().context("cannot read the daemon's credentials from its socket")?;
-    let pid = cred.pid().and_then(|p| u32::try_from(p).ok()).ok_or_else(|| anyhow!("the socket did not name the daemon's pid"))?;
+        .with_context(|| {
+            format!(
+                "vaultd did not answer and its socket {} cannot be opened",
+                path.display()
+            )
+        })?;
+    let cred = stream
+        .peer_cred()
+        .context("cannot read the daemon's credentials from its socket")?;
+    let pid = cred
+        .pid()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| anyhow!("the socket did not name the daemon's pid"))?;
     if cred.uid() != crate::sys::getuid() {
-        bail!("the process behind {} (pid {pid}) belongs to uid {}, not to you: not touching it", path.display(), cred.uid());
+        bail!(
+            "the process behind {} (pid {pid}) belongs to uid {}, not to you: not touching it",
+            path.display(),
+            cred.uid()
+        );
     }
-    crate::sys::kill_process(pid).with_context(|| format!("vaultd (pid {pid}) did not answer and could not be killed"))?;
+    crate::sys::kill_process(pid)
+        .with_context(|| format!("vaultd (pid {pid}) did not answer and could not be killed"))?;
     for _ in 0..100 {
         if !Path::new(&format!("/proc/{pid}")).exists() {
             break;
@@ -616,20 +762,26 @@ fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "vault-mcp".to_string());
     let mut env = serde_json::Map::new();
-    env.insert("VAULTD_SOCKET".into(), serde_json::Value::String(dirs.socket.display().to_string()));
+    env.insert(
+        "VAULTD_SOCKET".into(),
+        serde_json::Value::String(dirs.socket.display().to_string()),
+    );
     let name = format!("vault-{}", args.agent);
     let tf = token_file.display().to_string();
     let server = serde_json::json!({"command": exe, "args": ["--token-file", tf], "env": env});
     let out = match args.client {
         McpClient::ClaudeDesktop | McpClient::Cursor => {
-            serde_json::to_string_pretty(&serde_json::json!({"mcpServers": {name.clone(): server}}))? + "\n"
+            serde_json::to_string_pretty(
+                &serde_json::json!({"mcpServers": {name.clone(): server}}),
+            )? + "\n"
         }
         McpClient::ClaudeCode => {
             let mut s = serde_json::json!({"type": "stdio"});
             if let (Some(o), Some(src)) = (s.as_object_mut(), server.as_object()) {
                 o.extend(src.clone());
             }
-            serde_json::to_string_pretty(&serde_json::json!({"mcpServers": {name.clone(): s}}))? + "\n"
+            serde_json::to_string_pretty(&serde_json::json!({"mcpServers": {name.clone(): s}}))?
+                + "\n"
         }
         McpClient::Vscode => {
             let mut s = serde_json::json!({"type": "stdio"});
@@ -641,9 +793,15 @@ fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
         McpClient::Codex => {
             let mut t = toml::Table::new();
             t.insert("command".into(), toml::Value::String(exe));
-            t.insert("args".into(), toml::Value::Array(vec!["--token-file".into(), tf.clone().into()]));
+            t.insert(
+                "args".into(),
+                toml::Value::Array(vec!["--token-file".into(), tf.clone().into()]),
+            );
             let mut e = toml::Table::new();
-            e.insert("VAULTD_SOCKET".into(), toml::Value::String(dirs.socket.display().to_string()));
+            e.insert(
+                "VAULTD_SOCKET".into(),
+                toml::Value::String(dirs.socket.display().to_string()),
+            );
             t.insert("env".into(), toml::Value::Table(e));
             let mut servers = toml::Table::new();
             servers.insert(name.clone(), toml::Value::Table(t));
@@ -700,7 +858,10 @@ mod tests {
         for f in flags {
             for word in ["passphrase", "secret", "token", "key", "password"] {
                 if f.contains(word) {
-                    assert!(f.ends_with("-fd") || f.ends_with("-file") || f.starts_with("kdf-"), "flag --{f} could carry a secret");
+                    assert!(
+                        f.ends_with("-fd") || f.ends_with("-file") || f.starts_with("kdf-"),
+                        "flag --{f} could carry a secret"
+                    );
                 }
             }
         }

@@ -102,7 +102,10 @@ impl Shared {
 
     /// Appends an audit record; Err carries why it could not be written.
     pub fn audit(&self, rec: Record) -> std::result::Result<u64, String> {
-        self.audit.lock().unwrap_or_else(|p| p.into_inner()).append(rec)
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(rec)
     }
 }
 
@@ -164,7 +167,10 @@ fn new_token() -> Result<String> {
     use base64::Engine;
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|_| Error::Crypto("the OS random generator failed"))?;
-    Ok(format!("vtk_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)))
+    Ok(format!(
+        "vtk_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    ))
 }
 
 /// What `status` reports.
@@ -220,11 +226,21 @@ impl Daemon {
                 services: u.services.len() as u32,
                 capabilities: u.capabilities.len() as u32,
                 agents: u.data.agents.len() as u32,
-                audit_error: u.shared.audit.lock().unwrap_or_else(|p| p.into_inner()).error().map(str::to_string),
+                audit_error: u
+                    .shared
+                    .audit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .error()
+                    .map(str::to_string),
                 unlocked_for: u.unlocked_at.elapsed().as_secs(),
             },
             None => StatusInfo {
-                state: if self.dirs.vault_file.exists() { "locked" } else { "uninitialized" },
+                state: if self.dirs.vault_file.exists() {
+                    "locked"
+                } else {
+                    "uninitialized"
+                },
                 secrets: 0,
                 services: 0,
                 capabilities: 0,
@@ -268,13 +284,20 @@ impl Daemon {
                         seen,
                     });
                 }
-                self.highest_generation.fetch_max(opened.data.generation, Ordering::SeqCst);
+                self.highest_generation
+                    .fetch_max(opened.data.generation, Ordering::SeqCst);
                 Ok(opened)
             }
         }
     }
 
-    fn build(&self, header: Header, data_key: SecretBuf, data: VaultData, shared: Arc<Shared>) -> Result<Unlocked> {
+    fn build(
+        &self,
+        header: Header,
+        data_key: SecretBuf,
+        data: VaultData,
+        shared: Arc<Shared>,
+    ) -> Result<Unlocked> {
         let mut services = HashMap::new();
         for s in &data.policy.services {
             let secret = data.secrets.get(s.auth.secret()).ok_or_else(|| {
@@ -298,16 +321,26 @@ impl Daemon {
             }
             let scrubber = Scrubber::new(&forms);
             let client = upstream::build_client(s, &self.system_roots)?;
-            let base = url::Url::parse(&s.base_url).map_err(|e| Error::Invalid(format!("service {}: {e}", s.name)))?;
+            let base = url::Url::parse(&s.base_url)
+                .map_err(|e| Error::Invalid(format!("service {}: {e}", s.name)))?;
             services.insert(
                 s.name.clone(),
-                Arc::new(ServiceRuntime { service: s.clone(), client, scrubber, credential, base }),
+                Arc::new(ServiceRuntime {
+                    service: s.clone(),
+                    client,
+                    scrubber,
+                    credential,
+                    base,
+                }),
             );
         }
         let mut capabilities = HashMap::new();
         for c in &data.policy.capabilities {
             let compile = |rules: &[String]| -> Result<Vec<Rule>> {
-                rules.iter().map(|r| Rule::parse(r).map_err(|e| Error::Invalid(format!("rule {r:?}: {e}")))).collect()
+                rules
+                    .iter()
+                    .map(|r| Rule::parse(r).map_err(|e| Error::Invalid(format!("rule {r:?}: {e}"))))
+                    .collect()
             };
             capabilities.insert(
                 c.name.clone(),
@@ -315,14 +348,24 @@ impl Daemon {
                     capability: c.clone(),
                     allow: compile(&c.allow)?,
                     deny: compile(&c.deny)?,
-                    rate_limit: c.rate_limit.as_deref().map(RateLimit::parse).transpose().map_err(Error::Invalid)?,
+                    rate_limit: c
+                        .rate_limit
+                        .as_deref()
+                        .map(RateLimit::parse)
+                        .transpose()
+                        .map_err(Error::Invalid)?,
                 },
             );
         }
         let agent_hashes = data
             .agents
             .iter()
-            .filter_map(|(name, rec)| rec.token_sha256.as_deref().and_then(unhex32).map(|h| (name.clone(), h)))
+            .filter_map(|(name, rec)| {
+                rec.token_sha256
+                    .as_deref()
+                    .and_then(unhex32)
+                    .map(|h| (name.clone(), h))
+            })
             .collect();
         Ok(Unlocked {
             header,
@@ -351,10 +394,15 @@ impl Daemon {
             limiter: Limiter::default(),
         });
         let unlocked = self.build(opened.header, opened.data_key, opened.data, shared.clone())?;
-        if let Err(e) = shared.audit(Record { kind: "admin".into(), event: Some("unlock".into()), ..Default::default() }) {
+        if let Err(e) = shared.audit(Record {
+            kind: "admin".into(),
+            event: Some("unlock".into()),
+            ..Default::default()
+        }) {
             tracing::warn!("audit: {e}");
         }
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::Unlocked(Arc::new(unlocked));
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) =
+            State::Unlocked(Arc::new(unlocked));
         tracing::info!("vault unlocked");
         Ok(())
     }
@@ -363,13 +411,20 @@ impl Daemon {
     /// snapshot is referenced, so keys and secrets are wiped when this returns.
     /// Returns the number of calls that were aborted.
     pub async fn lock(&self) -> u32 {
-        let prev = std::mem::replace(&mut *self.state.write().unwrap_or_else(|p| p.into_inner()), State::Locked);
+        let prev = std::mem::replace(
+            &mut *self.state.write().unwrap_or_else(|p| p.into_inner()),
+            State::Locked,
+        );
         let State::Unlocked(u) = prev else {
             return 0;
         };
         let aborted = self.in_flight.load(Ordering::SeqCst) as u32;
         u.shared.lock_cancel.cancel();
-        let _ = u.shared.audit(Record { kind: "admin".into(), event: Some("lock".into()), ..Default::default() });
+        let _ = u.shared.audit(Record {
+            kind: "admin".into(),
+            event: Some("lock".into()),
+            ..Default::default()
+        });
         // Calls in flight hold clones; they drop them as soon as they see the cancellation.
         let deadline = Instant::now() + Duration::from_secs(2);
         let mut u = u;
@@ -384,7 +439,10 @@ impl Daemon {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err(back) => {
-                    tracing::error!(refs = Arc::strong_count(&back), "calls did not release the vault within 2 s of lock");
+                    tracing::error!(
+                        refs = Arc::strong_count(&back),
+                        "calls did not release the vault within 2 s of lock"
+                    );
                     drop(back);
                     break;
                 }
@@ -404,7 +462,11 @@ impl Daemon {
         change: impl FnOnce(&mut VaultData, &mut Header, &SecretBuf) -> Result<T>,
     ) -> Result<T> {
         let _admin = self.admin.lock().await;
-        let vault::Opened { mut header, data_key, mut data } = self.open_vault(passphrase).await?;
+        let vault::Opened {
+            mut header,
+            data_key,
+            mut data,
+        } = self.open_vault(passphrase).await?;
         let out = change(&mut data, &mut header, &data_key)?;
         data.generation += 1;
         let bytes = vault::seal(&header, &data_key, &data)?;
@@ -412,11 +474,17 @@ impl Daemon {
         tokio::task::spawn_blocking(move || vault::write_atomic(&path, &bytes, true))
             .await
             .map_err(|_| Error::Crypto("vault writer panicked"))??;
-        self.highest_generation.fetch_max(data.generation, Ordering::SeqCst);
+        self.highest_generation
+            .fetch_max(data.generation, Ordering::SeqCst);
         if let Some(current) = self.unlocked() {
             let next = self.build(header, data_key, data, current.shared.clone())?;
-            *self.state.write().unwrap_or_else(|p| p.into_inner()) = State::Unlocked(Arc::new(next));
-            if let Err(e) = current.shared.audit(Record { kind: "admin".into(), event: Some(event), ..Default::default() }) {
+            *self.state.write().unwrap_or_else(|p| p.into_inner()) =
+                State::Unlocked(Arc::new(next));
+            if let Err(e) = current.shared.audit(Record {
+                kind: "admin".into(),
+                event: Some(event),
+                ..Default::default()
+            }) {
                 tracing::warn!("audit: {e}");
             }
         }
@@ -424,10 +492,17 @@ impl Daemon {
     }
 
     /// Sets a secret; true when it replaced one.
-    pub async fn set_secret(&self, passphrase: SecretBuf, name: String, value: SecretBuf) -> Result<bool> {
+    pub async fn set_secret(
+        &self,
+        passphrase: SecretBuf,
+        name: String,
+        value: SecretBuf,
+    ) -> Result<bool> {
         check_secret_name(&name)?;
         if value.is_empty() {
-            return Err(Error::Invalid("the secret value is empty: nothing was stored".into()));
+            return Err(Error::Invalid(
+                "the secret value is empty: nothing was stored".into(),
+            ));
         }
         let event = format!("secret set {name}");
         self.change(passphrase, event, move |data, _, _| {
@@ -478,9 +553,14 @@ impl Daemon {
                 secrets: data.secrets.keys().map(String::as_str).collect(),
                 agents: data.agents.keys().map(String::as_str).collect(),
                 ca_files: &ca_files,
-                secret_lens: data.secrets.iter().map(|(k, v)| (k.as_str(), v.len())).collect(),
+                secret_lens: data
+                    .secrets
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.len()))
+                    .collect(),
             };
-            let parsed = policy::parse(&text, &ctx).map_err(|errs| Error::Invalid(policy::format_errors(&source, &errs)))?;
+            let parsed = policy::parse(&text, &ctx)
+                .map_err(|errs| Error::Invalid(policy::format_errors(&source, &errs)))?;
             let mut new_agents = Vec::new();
             for a in parsed.agents {
                 if !data.agents.contains_key(&a) {
@@ -488,7 +568,10 @@ impl Daemon {
                     new_agents.push(a);
                 }
             }
-            let counts = (parsed.policy.services.len() as u32, parsed.policy.capabilities.len() as u32);
+            let counts = (
+                parsed.policy.services.len() as u32,
+                parsed.policy.capabilities.len() as u32,
+            );
             data.policy = parsed.policy;
             Ok((counts.0, counts.1, new_agents))
         };
@@ -497,13 +580,23 @@ impl Daemon {
             let mut opened = self.open_vault(passphrase).await?;
             return apply(&mut opened.data);
         }
-        self.change(passphrase, "policy apply".into(), move |data, _, _| apply(data)).await
+        self.change(passphrase, "policy apply".into(), move |data, _, _| {
+            apply(data)
+        })
+        .await
     }
 
     /// Issues a token for a new agent, or for one the policy declared without a token.
     pub async fn add_agent(&self, passphrase: SecretBuf, name: String) -> Result<String> {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
-            return Err(Error::Invalid(format!("agent name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ .")));
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(Error::Invalid(format!(
+                "agent name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."
+            )));
         }
         let token = new_token()?;
         let hash = hex(&token_hash(&token));
@@ -535,7 +628,13 @@ impl Daemon {
         })
         .await?;
         if let Some(u) = self.unlocked() {
-            if let Some(t) = u.shared.agent_cancel.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
+            if let Some(t) = u
+                .shared
+                .agent_cancel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name)
+            {
                 t.cancel();
             }
             u.shared.limiter.forget_agent(&name);
@@ -544,7 +643,11 @@ impl Daemon {
     }
 
     /// Re-wraps the data key under a new passphrase.
-    pub async fn change_passphrase(&self, passphrase: SecretBuf, new_passphrase: SecretBuf) -> Result<()> {
+    pub async fn change_passphrase(
+        &self,
+        passphrase: SecretBuf,
+        new_passphrase: SecretBuf,
+    ) -> Result<()> {
         if new_passphrase.is_empty() {
             return Err(Error::Invalid("the new passphrase is empty".into()));
         }
@@ -557,13 +660,25 @@ impl Daemon {
 }
 
 fn services_using(data: &VaultData, secret: &str) -> Vec<String> {
-    data.policy.services.iter().filter(|s| s.auth.secret() == secret).map(|s| s.name.clone()).collect()
+    data.policy
+        .services
+        .iter()
+        .filter(|s| s.auth.secret() == secret)
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// Secret names: 1-128 characters of A-Z a-z 0-9 - _ . /
 pub fn check_secret_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/')) {
-        return Err(Error::Invalid(format!("secret name {name:?} must be 1-128 characters of A-Z a-z 0-9 - _ . /")));
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+    {
+        return Err(Error::Invalid(format!(
+            "secret name {name:?} must be 1-128 characters of A-Z a-z 0-9 - _ . /"
+        )));
     }
     Ok(())
 }
@@ -571,11 +686,17 @@ pub fn check_secret_name(name: &str) -> Result<()> {
 /// Creates a new vault file (vaultctl init).
 pub fn init_vault(dirs: &Dirs, passphrase: &[u8], kdf: KdfParams) -> Result<()> {
     if dirs.vault_file.exists() {
-        return Err(Error::VaultExists { path: dirs.vault_file.clone() });
+        return Err(Error::VaultExists {
+            path: dirs.vault_file.clone(),
+        });
     }
     dirs.create_all()?;
     let (header, key) = vault::create(passphrase, kdf)?;
-    let data = VaultData { generation: 1, secrets: BTreeMap::new(), ..Default::default() };
+    let data = VaultData {
+        generation: 1,
+        secrets: BTreeMap::new(),
+        ..Default::default()
+    };
     let bytes = vault::seal(&header, &key, &data)?;
     vault::write_atomic(&dirs.vault_file, &bytes, false)
 }

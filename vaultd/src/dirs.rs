@@ -36,7 +36,11 @@ fn xdg(var: &str, fallback_under_home: &str) -> Result<PathBuf, Error> {
     }
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| Error::Config(format!("neither {var} nor HOME is set: set VAULTD_HOME=DIR")))?;
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "neither {var} nor HOME is set: set VAULTD_HOME=DIR"
+            ))
+        })?;
     Ok(PathBuf::from(home).join(fallback_under_home))
 }
 
@@ -89,14 +93,21 @@ impl Dirs {
 /// owned by another user. An existing directory that is group/world
 /// accessible is tightened to 0700 (it is ours).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("create directory", dir, e)),
     }
     let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("inspect directory", dir, e))?;
     if !meta.is_dir() {
-        return Err(Error::Config(format!("{} is not a directory", dir.display())));
+        return Err(Error::Config(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
     }
     if meta.uid() != crate::sys::getuid() {
         return Err(Error::Config(format!(

@@ -53,7 +53,9 @@ pub enum Error {
         why: &'static str,
     },
     /// The passphrase does not open the vault.
-    #[error("wrong passphrase: the vault was not changed; try again (each failure makes the next answer slower)")]
+    #[error(
+        "wrong passphrase: the vault was not changed; try again (each failure makes the next answer slower)"
+    )]
     WrongPassphrase,
     /// The file on disk is older than one this daemon already saw.
     #[error(
@@ -95,6 +97,10 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path` while doing `op`.
     pub fn io(op: &'static str, path: &Path, source: io::Error) -> Error {
-        Error::Io { op, path: path.to_path_buf(), source }
+        Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

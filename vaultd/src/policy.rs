@@ -63,7 +63,10 @@ impl Auth {
     /// Name of the secret this auth uses.
     pub fn secret(&self) -> &str {
         match self {
-            Auth::Bearer { secret } | Auth::Basic { secret, .. } | Auth::Header { secret, .. } | Auth::Query { secret, .. } => secret,
+            Auth::Bearer { secret }
+            | Auth::Basic { secret, .. }
+            | Auth::Header { secret, .. }
+            | Auth::Query { secret, .. } => secret,
         }
     }
 }
@@ -129,9 +132,9 @@ pub struct RateLimit {
 impl RateLimit {
     /// Parses `N/sec|min|hour|day` (also `s`, `m`, `h`, `d`, `second`, `minute`).
     pub fn parse(s: &str) -> Result<RateLimit, String> {
-        let (n, unit) = s
-            .split_once('/')
-            .ok_or_else(|| format!("rate_limit {s:?} must look like \"60/min\" (N/sec, N/min, N/hour or N/day)"))?;
+        let (n, unit) = s.split_once('/').ok_or_else(|| {
+            format!("rate_limit {s:?} must look like \"60/min\" (N/sec, N/min, N/hour or N/day)")
+        })?;
         let count: u32 = n
             .trim()
             .parse()
@@ -143,7 +146,11 @@ impl RateLimit {
             "m" | "min" | "minute" => Duration::from_secs(60),
             "h" | "hour" => Duration::from_secs(3600),
             "d" | "day" => Duration::from_secs(86400),
-            other => return Err(format!("rate_limit {s:?}: unknown unit {other:?} (use sec, min, hour or day)")),
+            other => {
+                return Err(format!(
+                    "rate_limit {s:?}: unknown unit {other:?} (use sec, min, hour or day)"
+                ));
+            }
         };
         Ok(RateLimit { count, per })
     }
@@ -251,7 +258,11 @@ pub struct Parsed {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The `ca_file` paths a policy names, for vaultctl to read. Syntax errors are reported here too.
@@ -260,7 +271,12 @@ pub fn ca_files(text: &str) -> Result<Vec<(String, usize)>, Vec<PolicyError>> {
     Ok(file
         .service
         .iter()
-        .filter_map(|s| s.get_ref().ca_file.as_ref().map(|c| (c.get_ref().clone(), line_of(text, c.span().start))))
+        .filter_map(|s| {
+            s.get_ref()
+                .ca_file
+                .as_ref()
+                .map(|c| (c.get_ref().clone(), line_of(text, c.span().start)))
+        })
         .collect())
 }
 
@@ -278,22 +294,29 @@ fn syntax(text: &str) -> Result<PolicyFile, Vec<PolicyError>> {
 fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(format!("{kind} name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."))
+        Err(format!(
+            "{kind} name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."
+        ))
     }
 }
 
 /// Checks a service base URL and returns its normalized form.
 pub fn normalize_base_url(raw: &str) -> Result<String, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("base_url {raw:?} is not a valid URL ({e})"))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| format!("base_url {raw:?} is not a valid URL ({e})"))?;
     if url.scheme() != "https" {
         return Err(format!("base_url {raw:?} must use https://"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("base_url {raw:?} must not contain user:password@; use auth instead"));
+        return Err(format!(
+            "base_url {raw:?} must not contain user:password@; use auth instead"
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!("base_url {raw:?} must not contain ? or #"));
@@ -317,7 +340,12 @@ pub fn normalize_base_url(raw: &str) -> Result<String, String> {
 pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> {
     let file = syntax(text)?;
     let mut errors = Vec::new();
-    let mut err = |offset: usize, message: String| errors.push(PolicyError { line: line_of(text, offset), message });
+    let mut err = |offset: usize, message: String| {
+        errors.push(PolicyError {
+            line: line_of(text, offset),
+            message,
+        })
+    };
 
     // Agents: declared here or already in the vault.
     let mut declared = Vec::new();
@@ -327,7 +355,10 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
         if let Err(m) = check_name("agent", name) {
             err(a.get_ref().name.span().start, m);
         } else if !seen_agents.insert(name.clone()) {
-            err(a.get_ref().name.span().start, format!("duplicate agent {name:?}: declare each agent once"));
+            err(
+                a.get_ref().name.span().start,
+                format!("duplicate agent {name:?}: declare each agent once"),
+            );
         } else {
             declared.push(name.clone());
         }
@@ -342,7 +373,10 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
         if let Err(m) = check_name("service", &name) {
             err(at, m);
         } else if !service_names.insert(name.clone()) {
-            err(at, format!("duplicate service {name:?}: each service name must be unique"));
+            err(
+                at,
+                format!("duplicate service {name:?}: each service name must be unique"),
+            );
         }
         let base_url = match normalize_base_url(sv.base_url.get_ref()) {
             Ok(u) => u,
@@ -353,43 +387,92 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
         };
         let a = sv.auth.get_ref();
         let auth_at = sv.auth.span().start;
-        let need = |field: &Option<String>, what: &str| field.clone().ok_or_else(|| format!("auth type {:?} needs {what}", a.kind));
+        let need = |field: &Option<String>, what: &str| {
+            field
+                .clone()
+                .ok_or_else(|| format!("auth type {:?} needs {what}", a.kind))
+        };
         let auth = match a.kind.as_str() {
             "bearer" => need(&a.secret, "secret = \"NAME\"").map(|secret| Auth::Bearer { secret }),
-            "basic" => need(&a.secret, "secret = \"NAME\"")
-                .and_then(|secret| need(&a.username, "username = \"USER\"").map(|username| Auth::Basic { username, secret })),
-            "header" => need(&a.secret, "secret = \"NAME\"").and_then(|secret| {
-                need(&a.name, "name = \"X-Api-Key\"").map(|name| Auth::Header { name, secret, prefix: a.prefix.clone().unwrap_or_default() })
+            "basic" => need(&a.secret, "secret = \"NAME\"").and_then(|secret| {
+                need(&a.username, "username = \"USER\"")
+                    .map(|username| Auth::Basic { username, secret })
             }),
-            "query" => need(&a.secret, "secret = \"NAME\"")
-                .and_then(|secret| need(&a.name, "name = \"api_key\"").map(|name| Auth::Query { name, secret })),
-            other => Err(format!("unknown auth type {other:?}: use bearer, basic, header or query")),
+            "header" => need(&a.secret, "secret = \"NAME\"").and_then(|secret| {
+                need(&a.name, "name = \"X-Api-Key\"").map(|name| Auth::Header {
+                    name,
+                    secret,
+                    prefix: a.prefix.clone().unwrap_or_default(),
+                })
+            }),
+            "query" => need(&a.secret, "secret = \"NAME\"").and_then(|secret| {
+                need(&a.name, "name = \"api_key\"").map(|name| Auth::Query { name, secret })
+            }),
+            other => Err(format!(
+                "unknown auth type {other:?}: use bearer, basic, header or query"
+            )),
         };
         let auth = match auth {
             Ok(auth) => {
                 let secret = auth.secret();
                 if !ctx.secrets.contains(secret) {
-                    err(auth_at, format!("unknown secret {secret:?}: add it first with `vaultctl secret set {secret}`"));
-                } else if ctx.secret_lens.get(secret).is_some_and(|l| *l < MIN_CREDENTIAL_LEN) {
                     err(
                         auth_at,
-                        format!("secret {secret:?} is shorter than {MIN_CREDENTIAL_LEN} bytes: too short to redact from responses safely"),
+                        format!(
+                            "unknown secret {secret:?}: add it first with `vaultctl secret set {secret}`"
+                        ),
+                    );
+                } else if ctx
+                    .secret_lens
+                    .get(secret)
+                    .is_some_and(|l| *l < MIN_CREDENTIAL_LEN)
+                {
+                    err(
+                        auth_at,
+                        format!(
+                            "secret {secret:?} is shorter than {MIN_CREDENTIAL_LEN} bytes: too short to redact from responses safely"
+                        ),
                     );
                 }
                 match &auth {
                     Auth::Header { name, prefix, .. } => {
-                        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                            err(auth_at, format!("auth header name {name:?} is not a valid header name"));
+                        if name.is_empty()
+                            || !name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                        {
+                            err(
+                                auth_at,
+                                format!("auth header name {name:?} is not a valid header name"),
+                            );
                         }
                         if prefix.bytes().any(|b| b.is_ascii_control()) {
-                            err(auth_at, "auth prefix must not contain control characters".to_string());
+                            err(
+                                auth_at,
+                                "auth prefix must not contain control characters".to_string(),
+                            );
                         }
                     }
-                    Auth::Basic { username, .. } if username.contains(':') || username.bytes().any(|b| b.is_ascii_control()) => {
-                        err(auth_at, "basic auth username must not contain ':' or control characters".to_string());
+                    Auth::Basic { username, .. }
+                        if username.contains(':')
+                            || username.bytes().any(|b| b.is_ascii_control()) =>
+                    {
+                        err(
+                            auth_at,
+                            "basic auth username must not contain ':' or control characters"
+                                .to_string(),
+                        );
                     }
-                    Auth::Query { name, .. } if name.is_empty() || name.bytes().any(|b| b.is_ascii_control() || b == b'&' || b == b'=') => {
-                        err(auth_at, format!("auth query name {name:?} is not a valid parameter name"));
+                    Auth::Query { name, .. }
+                        if name.is_empty()
+                            || name
+                                .bytes()
+                                .any(|b| b.is_ascii_control() || b == b'&' || b == b'=') =>
+                    {
+                        err(
+                            auth_at,
+                            format!("auth query name {name:?} is not a valid parameter name"),
+                        );
                     }
                     _ => {}
                 }
@@ -405,7 +488,13 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
             Some(t) => match humantime::parse_duration(t.get_ref()) {
                 Ok(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
                 _ => {
-                    err(t.span().start, format!("timeout {:?} must be a duration between 100ms and 1h, like \"30s\"", t.get_ref()));
+                    err(
+                        t.span().start,
+                        format!(
+                            "timeout {:?} must be a duration between 100ms and 1h, like \"30s\"",
+                            t.get_ref()
+                        ),
+                    );
                     DEFAULT_TIMEOUT
                 }
             },
@@ -415,7 +504,12 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
             Some(m) => match u64::try_from(*m.get_ref()) {
                 Ok(v) if (1..=MAX_RESPONSE_BYTES_LIMIT).contains(&v) => v,
                 _ => {
-                    err(m.span().start, format!("max_response_bytes must be between 1 and {MAX_RESPONSE_BYTES_LIMIT}"));
+                    err(
+                        m.span().start,
+                        format!(
+                            "max_response_bytes must be between 1 and {MAX_RESPONSE_BYTES_LIMIT}"
+                        ),
+                    );
                     DEFAULT_MAX_RESPONSE_BYTES
                 }
             },
@@ -423,13 +517,21 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
         let (ca_file, ca_pem) = match &sv.ca_file {
             None => (None, None),
             Some(c) => match ctx.ca_files.get(c.get_ref()) {
-                Some(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => (Some(c.get_ref().clone()), Some(pem.clone())),
+                Some(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
+                    (Some(c.get_ref().clone()), Some(pem.clone()))
+                }
                 Some(_) => {
-                    err(c.span().start, format!("ca_file {:?} holds no PEM certificate", c.get_ref()));
+                    err(
+                        c.span().start,
+                        format!("ca_file {:?} holds no PEM certificate", c.get_ref()),
+                    );
                     (None, None)
                 }
                 None => {
-                    err(c.span().start, format!("ca_file {:?} could not be read", c.get_ref()));
+                    err(
+                        c.span().start,
+                        format!("ca_file {:?} could not be read", c.get_ref()),
+                    );
                     (None, None)
                 }
             },
@@ -457,21 +559,37 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
         if let Err(m) = check_name("capability", &name) {
             err(at, m);
         } else if !cap_names.insert(name.clone()) {
-            err(at, format!("duplicate capability {name:?}: each capability name must be unique"));
+            err(
+                at,
+                format!("duplicate capability {name:?}: each capability name must be unique"),
+            );
         }
         if !service_names.contains(cv.service.get_ref()) {
-            err(cv.service.span().start, format!("unknown service {:?}: define it in a [[service]] table", cv.service.get_ref()));
+            err(
+                cv.service.span().start,
+                format!(
+                    "unknown service {:?}: define it in a [[service]] table",
+                    cv.service.get_ref()
+                ),
+            );
         }
         for a in &cv.agents {
             if !seen_agents.contains(a.get_ref()) && !ctx.agents.contains(a.get_ref().as_str()) {
                 err(
                     a.span().start,
-                    format!("unknown agent {:?}: declare it with [[agent]] name = {:?} or `vaultctl agent add`", a.get_ref(), a.get_ref()),
+                    format!(
+                        "unknown agent {:?}: declare it with [[agent]] name = {:?} or `vaultctl agent add`",
+                        a.get_ref(),
+                        a.get_ref()
+                    ),
                 );
             }
         }
         if cv.allow.is_empty() {
-            err(at, format!("capability {name:?} allows nothing: add allow = [\"GET /path/**\"]"));
+            err(
+                at,
+                format!("capability {name:?} allows nothing: add allow = [\"GET /path/**\"]"),
+            );
         }
         for r in cv.allow.iter().chain(&cv.deny) {
             if let Err(m) = Rule::parse(r.get_ref()) {
@@ -495,7 +613,13 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
     }
 
     if errors.is_empty() {
-        Ok(Parsed { policy: StoredPolicy { services, capabilities }, agents: declared })
+        Ok(Parsed {
+            policy: StoredPolicy {
+                services,
+                capabilities,
+            },
+            agents: declared,
+        })
     } else {
         errors.sort_by_key(|e| e.line);
         Err(errors)
@@ -513,27 +637,56 @@ fn toml_list(items: &[String]) -> String {
 
 /// The stored policy and agents as TOML, in the input format (no secret values exist in it).
 pub fn render(policy: &StoredPolicy, agents: &[&str]) -> String {
-    let mut out = String::from("# The policy sealed in the vault (vaultctl policy show). Secret values are never shown.\n");
+    let mut out = String::from(
+        "# The policy sealed in the vault (vaultctl policy show). Secret values are never shown.\n",
+    );
     for s in &policy.services {
-        let _ = writeln!(out, "\n[[service]]\nname = {}\nbase_url = {}", toml_str(&s.name), toml_str(&s.base_url));
+        let _ = writeln!(
+            out,
+            "\n[[service]]\nname = {}\nbase_url = {}",
+            toml_str(&s.name),
+            toml_str(&s.base_url)
+        );
         let auth = match &s.auth {
-            Auth::Bearer { secret } => format!("{{ type = \"bearer\", secret = {} }}", toml_str(secret)),
-            Auth::Basic { username, secret } => {
-                format!("{{ type = \"basic\", username = {}, secret = {} }}", toml_str(username), toml_str(secret))
+            Auth::Bearer { secret } => {
+                format!("{{ type = \"bearer\", secret = {} }}", toml_str(secret))
             }
-            Auth::Header { name, secret, prefix } => format!(
+            Auth::Basic { username, secret } => {
+                format!(
+                    "{{ type = \"basic\", username = {}, secret = {} }}",
+                    toml_str(username),
+                    toml_str(secret)
+                )
+            }
+            Auth::Header {
+                name,
+                secret,
+                prefix,
+            } => format!(
                 "{{ type = \"header\", name = {}, secret = {}, prefix = {} }}",
                 toml_str(name),
                 toml_str(secret),
                 toml_str(prefix)
             ),
-            Auth::Query { name, secret } => format!("{{ type = \"query\", name = {}, secret = {} }}", toml_str(name), toml_str(secret)),
+            Auth::Query { name, secret } => format!(
+                "{{ type = \"query\", name = {}, secret = {} }}",
+                toml_str(name),
+                toml_str(secret)
+            ),
         };
         let _ = writeln!(out, "auth = {auth}");
-        let _ = writeln!(out, "timeout = {}", toml_str(&humantime::format_duration(Duration::from_millis(s.timeout_ms)).to_string()));
+        let _ = writeln!(
+            out,
+            "timeout = {}",
+            toml_str(&humantime::format_duration(Duration::from_millis(s.timeout_ms)).to_string())
+        );
         let _ = writeln!(out, "max_response_bytes = {}", s.max_response_bytes);
         if let Some(ca) = &s.ca_file {
-            let _ = writeln!(out, "ca_file = {}  # its PEM is sealed in the vault; the file is not read again", toml_str(ca));
+            let _ = writeln!(
+                out,
+                "ca_file = {}  # its PEM is sealed in the vault; the file is not read again",
+                toml_str(ca)
+            );
         }
         if s.allow_private_network {
             let _ = writeln!(out, "allow_private_network = true");
@@ -543,8 +696,19 @@ pub fn render(policy: &StoredPolicy, agents: &[&str]) -> String {
         let _ = writeln!(out, "\n[[agent]]\nname = {}", toml_str(a));
     }
     for c in &policy.capabilities {
-        let _ = writeln!(out, "\n[[capability]]\nname = {}\nservice = {}", toml_str(&c.name), toml_str(&c.service));
-        let _ = writeln!(out, "agents = {}\nallow = {}\ndeny = {}", toml_list(&c.agents), toml_list(&c.allow), toml_list(&c.deny));
+        let _ = writeln!(
+            out,
+            "\n[[capability]]\nname = {}\nservice = {}",
+            toml_str(&c.name),
+            toml_str(&c.service)
+        );
+        let _ = writeln!(
+            out,
+            "agents = {}\nallow = {}\ndeny = {}",
+            toml_list(&c.agents),
+            toml_list(&c.allow),
+            toml_list(&c.deny)
+        );
         if let Some(rl) = &c.rate_limit {
             let _ = writeln!(out, "rate_limit = {}", toml_str(rl));
         }
@@ -593,7 +757,10 @@ rate_limit = "60/min"
         assert_eq!(p.policy.services[0].timeout_ms, 10_000);
         let shown = render(&p.policy, &["claude-code"]);
         let again = parse(&shown, &ctx(&cas)).unwrap();
-        assert_eq!(again.policy.capabilities[0].allow, p.policy.capabilities[0].allow);
+        assert_eq!(
+            again.policy.capabilities[0].allow,
+            p.policy.capabilities[0].allow
+        );
     }
 
     #[test]
@@ -645,14 +812,23 @@ rate_limit = "ten/min"
 
     #[test]
     fn rate_limits() {
-        assert_eq!(RateLimit::parse("60/min").unwrap(), RateLimit { count: 60, per: Duration::from_secs(60) });
+        assert_eq!(
+            RateLimit::parse("60/min").unwrap(),
+            RateLimit {
+                count: 60,
+                per: Duration::from_secs(60)
+            }
+        );
         assert!(RateLimit::parse("0/min").is_err());
         assert!(RateLimit::parse("5/fortnight").is_err());
     }
 
     #[test]
     fn base_urls() {
-        assert_eq!(normalize_base_url("https://h.example:8443/v1/").unwrap(), "https://h.example:8443/v1");
+        assert_eq!(
+            normalize_base_url("https://h.example:8443/v1/").unwrap(),
+            "https://h.example:8443/v1"
+        );
         assert!(normalize_base_url("https://u:p@h.example").is_err());
         assert!(normalize_base_url("https://h.example/?q=1").is_err());
         assert!(normalize_base_url("ftp://h.example").is_err());

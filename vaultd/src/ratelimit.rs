@@ -21,12 +21,26 @@ pub struct Limiter {
 
 impl Limiter {
     /// Takes one token, or says how long until one is available.
-    pub fn take(&self, agent: &str, capability: &str, limit: RateLimit, now: Instant) -> Result<(), Duration> {
+    pub fn take(
+        &self,
+        agent: &str,
+        capability: &str,
+        limit: RateLimit,
+        now: Instant,
+    ) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let key = (agent.to_string(), capability.to_string());
-        let b = buckets.entry(key).or_insert(Bucket { limit, tokens: f64::from(limit.count), last: now });
+        let b = buckets.entry(key).or_insert(Bucket {
+            limit,
+            tokens: f64::from(limit.count),
+            last: now,
+        });
         if b.limit != limit {
-            *b = Bucket { limit, tokens: f64::from(limit.count), last: now };
+            *b = Bucket {
+                limit,
+                tokens: f64::from(limit.count),
+                last: now,
+            };
         }
         let rate = f64::from(limit.count) / limit.per.as_secs_f64();
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
@@ -42,7 +56,10 @@ impl Limiter {
 
     /// Forgets an agent's buckets (agent removed).
     pub fn forget_agent(&self, agent: &str) {
-        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).retain(|(a, _), _| a != agent);
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(a, _), _| a != agent);
     }
 }
 
@@ -53,13 +70,19 @@ mod tests {
     #[test]
     fn burst_then_refill_in_virtual_time() {
         let l = Limiter::default();
-        let lim = RateLimit { count: 3, per: Duration::from_secs(3) };
+        let lim = RateLimit {
+            count: 3,
+            per: Duration::from_secs(3),
+        };
         let t0 = Instant::now();
         for _ in 0..3 {
             l.take("a", "c", lim, t0).unwrap();
         }
         let wait = l.take("a", "c", lim, t0).unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         // Other agents have their own bucket.
         l.take("b", "c", lim, t0).unwrap();
         l.take("a", "c", lim, t0 + Duration::from_secs(1)).unwrap();

@@ -65,25 +65,43 @@ pub struct KdfParams {
 
 impl KdfParams {
     /// The default: 256 MiB, 3 passes, 1 lane.
-    pub const DEFAULT: KdfParams = KdfParams { memory_kib: 256 * 1024, iterations: 3, parallelism: 1 };
+    pub const DEFAULT: KdfParams = KdfParams {
+        memory_kib: 256 * 1024,
+        iterations: 3,
+        parallelism: 1,
+    };
 
     /// Parameters from `init` flags, checked.
     pub fn new(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
-        let p = KdfParams { memory_kib: memory_mib.saturating_mul(1024), iterations, parallelism: 1 };
-        p.check().map_err(|why| Error::Invalid(format!("bad KDF parameters: {why}")))?;
+        let p = KdfParams {
+            memory_kib: memory_mib.saturating_mul(1024),
+            iterations,
+            parallelism: 1,
+        };
+        p.check()
+            .map_err(|why| Error::Invalid(format!("bad KDF parameters: {why}")))?;
         Ok(p)
     }
 
     /// Bounds that keep a hostile header from making unlock take forever or exhaust memory.
     fn check(&self) -> std::result::Result<(), String> {
         if !(8 * 1024..=4 * 1024 * 1024).contains(&self.memory_kib) {
-            return Err(format!("memory must be 8..=4096 MiB, got {} KiB", self.memory_kib));
+            return Err(format!(
+                "memory must be 8..=4096 MiB, got {} KiB",
+                self.memory_kib
+            ));
         }
         if !(1..=64).contains(&self.iterations) {
-            return Err(format!("iterations must be 1..=64, got {}", self.iterations));
+            return Err(format!(
+                "iterations must be 1..=64, got {}",
+                self.iterations
+            ));
         }
         if !(1..=16).contains(&self.parallelism) {
-            return Err(format!("parallelism must be 1..=16, got {}", self.parallelism));
+            return Err(format!(
+                "parallelism must be 1..=16, got {}",
+                self.parallelism
+            ));
         }
         Ok(())
     }
@@ -141,8 +159,13 @@ fn random<const N: usize>() -> Result<[u8; N]> {
 }
 
 fn derive_kek(passphrase: &[u8], salt: &[u8], kdf: KdfParams) -> Result<SecretBuf> {
-    let params = argon2::Params::new(kdf.memory_kib, kdf.iterations, kdf.parallelism, Some(KEY_LEN))
-        .map_err(|_| Error::Crypto("argon2 parameters rejected"))?;
+    let params = argon2::Params::new(
+        kdf.memory_kib,
+        kdf.iterations,
+        kdf.parallelism,
+        Some(KEY_LEN),
+    )
+    .map_err(|_| Error::Crypto("argon2 parameters rejected"))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut kek = SecretBuf::zeroed(KEY_LEN)?;
     argon
@@ -161,7 +184,8 @@ fn cipher(key: &SecretBuf) -> Result<XChaCha20Poly1305> {
 
 /// Builds a header (new salt) whose wrap seals `data_key` under `passphrase`.
 fn make_header(passphrase: &[u8], kdf: KdfParams, data_key: &SecretBuf) -> Result<Header> {
-    kdf.check().map_err(|why| Error::Invalid(format!("bad KDF parameters: {why}")))?;
+    kdf.check()
+        .map_err(|why| Error::Invalid(format!("bad KDF parameters: {why}")))?;
     let mut bytes = [0u8; 128];
     bytes[0..8].copy_from_slice(MAGIC);
     bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -176,7 +200,11 @@ fn make_header(passphrase: &[u8], kdf: KdfParams, data_key: &SecretBuf) -> Resul
     let kek = derive_kek(passphrase, &salt, kdf)?;
     let mut wrapped = SecretBuf::copy_from(data_key.expose())?;
     let tag = cipher(&kek)?
-        .encrypt_inout_detached(&nonce_of(&nonce)?, &bytes[..WRAP_AAD_END], wrapped.expose_mut().into())
+        .encrypt_inout_detached(
+            &nonce_of(&nonce)?,
+            &bytes[..WRAP_AAD_END],
+            wrapped.expose_mut().into(),
+        )
         .map_err(|_| Error::Crypto("key wrap failed"))?;
     bytes[80..112].copy_from_slice(wrapped.expose());
     bytes[112..128].copy_from_slice(&tag);
@@ -186,7 +214,8 @@ fn make_header(passphrase: &[u8], kdf: KdfParams, data_key: &SecretBuf) -> Resul
 /// A new vault: fresh data key, header for `passphrase`, empty contents.
 pub fn create(passphrase: &[u8], kdf: KdfParams) -> Result<(Header, SecretBuf)> {
     let mut data_key = SecretBuf::zeroed(KEY_LEN)?;
-    getrandom::fill(data_key.expose_mut()).map_err(|_| Error::Crypto("the OS random generator failed"))?;
+    getrandom::fill(data_key.expose_mut())
+        .map_err(|_| Error::Crypto("the OS random generator failed"))?;
     let header = make_header(passphrase, kdf, &data_key)?;
     Ok((header, data_key))
 }
@@ -198,22 +227,34 @@ pub fn rewrap(data_key: &SecretBuf, new_passphrase: &[u8], kdf: KdfParams) -> Re
 
 /// Seals `data` into complete file bytes.
 pub fn seal(header: &Header, data_key: &SecretBuf, data: &VaultData) -> Result<Vec<u8>> {
-    let meta = serde_json::to_vec(&BodyMeta { policy: data.policy.clone(), agents: data.agents.clone() })
-        .map_err(|e| Error::Invalid(format!("cannot encode policy: {e}")))?;
+    let meta = serde_json::to_vec(&BodyMeta {
+        policy: data.policy.clone(),
+        agents: data.agents.clone(),
+    })
+    .map_err(|e| Error::Invalid(format!("cannot encode policy: {e}")))?;
     let mut len = 8 + 4 + meta.len() + 4;
     for (name, value) in &data.secrets {
         len += 2 + name.len() + 4 + value.len();
     }
     let mut plain = SecretBuf::zeroed(len)?;
     {
-        let mut w = Writer { buf: plain.expose_mut(), pos: 0 };
+        let mut w = Writer {
+            buf: plain.expose_mut(),
+            pos: 0,
+        };
         w.put(&data.generation.to_le_bytes());
-        w.put(&u32::try_from(meta.len()).map_err(|_| Error::Invalid("policy too large".into()))?.to_le_bytes());
+        w.put(
+            &u32::try_from(meta.len())
+                .map_err(|_| Error::Invalid("policy too large".into()))?
+                .to_le_bytes(),
+        );
         w.put(&meta);
         w.put(&(data.secrets.len() as u32).to_le_bytes());
         for (name, value) in &data.secrets {
-            let nlen = u16::try_from(name.len()).map_err(|_| Error::Invalid("secret name too long".into()))?;
-            let vlen = u32::try_from(value.len()).map_err(|_| Error::Invalid("secret too large".into()))?;
+            let nlen = u16::try_from(name.len())
+                .map_err(|_| Error::Invalid("secret name too long".into()))?;
+            let vlen = u32::try_from(value.len())
+                .map_err(|_| Error::Invalid("secret too large".into()))?;
             w.put(&nlen.to_le_bytes());
             w.put(name.as_bytes());
             w.put(&vlen.to_le_bytes());
@@ -250,31 +291,47 @@ impl Writer<'_> {
 
 /// Parses and checks the clear parts of a file: magic, version, KDF, checksum.
 pub fn parse_header(path: &Path, file: &[u8]) -> Result<Header> {
-    let bad = |why: &str| Error::BadFormat { path: path.to_path_buf(), why: why.to_string() };
+    let bad = |why: &str| Error::BadFormat {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    };
     if file.len() < HEADER_LEN + TAG_LEN + SUM_LEN {
         if file.len() < 8 || &file[..8] != MAGIC {
             return Err(bad("wrong magic bytes"));
         }
-        return Err(Error::Tampered { path: path.to_path_buf(), why: "file is truncated" });
+        return Err(Error::Tampered {
+            path: path.to_path_buf(),
+            why: "file is truncated",
+        });
     }
     // Checksum first: one flipped byte anywhere (magic included) reads as damage.
     let (content, sum) = file.split_at(file.len() - SUM_LEN);
     if Sha256::digest(content).as_slice() != sum {
-        return Err(Error::Tampered { path: path.to_path_buf(), why: "checksum mismatch" });
+        return Err(Error::Tampered {
+            path: path.to_path_buf(),
+            why: "checksum mismatch",
+        });
     }
     if &file[..8] != MAGIC {
         return Err(bad("wrong magic bytes"));
     }
     let version = u16::from_le_bytes([file[8], file[9]]);
     if version != FORMAT_VERSION {
-        return Err(bad(&format!("format version {version}; this vaultd reads version {FORMAT_VERSION}: use a newer vaultd")));
+        return Err(bad(&format!(
+            "format version {version}; this vaultd reads version {FORMAT_VERSION}: use a newer vaultd"
+        )));
     }
     if file[10] != KDF_ARGON2ID {
         return Err(bad(&format!("unknown KDF id {}", file[10])));
     }
     let u32_at = |o: usize| u32::from_le_bytes([file[o], file[o + 1], file[o + 2], file[o + 3]]);
-    let kdf = KdfParams { memory_kib: u32_at(12), iterations: u32_at(16), parallelism: u32_at(20) };
-    kdf.check().map_err(|why| bad(&format!("KDF parameters out of range: {why}")))?;
+    let kdf = KdfParams {
+        memory_kib: u32_at(12),
+        iterations: u32_at(16),
+        parallelism: u32_at(20),
+    };
+    kdf.check()
+        .map_err(|why| bad(&format!("KDF parameters out of range: {why}")))?;
     let mut bytes = [0u8; 128];
     bytes.copy_from_slice(&file[..128]);
     Ok(Header { bytes, kdf })
@@ -285,7 +342,8 @@ pub fn open(path: &Path, file: &[u8], passphrase: &[u8]) -> Result<Opened> {
     let header = parse_header(path, file)?;
     let kek = derive_kek(passphrase, &header.bytes[24..56], header.kdf)?;
     let mut data_key = SecretBuf::copy_from(&header.bytes[80..112])?;
-    let wrap_tag = chacha20poly1305::Tag::try_from(&header.bytes[112..128]).map_err(|_| Error::Crypto("tag"))?;
+    let wrap_tag = chacha20poly1305::Tag::try_from(&header.bytes[112..128])
+        .map_err(|_| Error::Crypto("tag"))?;
     cipher(&kek)?
         .decrypt_inout_detached(
             &nonce_of(&header.bytes[56..80])?,
@@ -295,18 +353,31 @@ pub fn open(path: &Path, file: &[u8], passphrase: &[u8]) -> Result<Opened> {
         )
         .map_err(|_| Error::WrongPassphrase)?;
     let data = open_body(path, file, &data_key)?;
-    Ok(Opened { header, data_key, data })
+    Ok(Opened {
+        header,
+        data_key,
+        data,
+    })
 }
 
 /// Decrypts and parses the body with an already-unwrapped data key.
 pub fn open_body(path: &Path, file: &[u8], data_key: &SecretBuf) -> Result<VaultData> {
-    let tampered = |why| Error::Tampered { path: path.to_path_buf(), why };
+    let tampered = |why| Error::Tampered {
+        path: path.to_path_buf(),
+        why,
+    };
     let body_end = file.len() - SUM_LEN - TAG_LEN;
     let aad = &file[..HEADER_LEN];
-    let tag = chacha20poly1305::Tag::try_from(&file[body_end..body_end + TAG_LEN]).map_err(|_| Error::Crypto("tag"))?;
+    let tag = chacha20poly1305::Tag::try_from(&file[body_end..body_end + TAG_LEN])
+        .map_err(|_| Error::Crypto("tag"))?;
     let mut plain = SecretBuf::copy_from(&file[HEADER_LEN..body_end])?;
     cipher(data_key)?
-        .decrypt_inout_detached(&nonce_of(&file[128..HEADER_LEN])?, aad, plain.expose_mut().into(), &tag)
+        .decrypt_inout_detached(
+            &nonce_of(&file[128..HEADER_LEN])?,
+            aad,
+            plain.expose_mut().into(),
+            &tag,
+        )
         .map_err(|_| tampered("body failed authentication"))?;
     parse_body(plain.expose()).ok_or_else(|| tampered("body is malformed"))
 }
@@ -328,7 +399,12 @@ fn parse_body(b: &[u8]) -> Option<VaultData> {
     if r.pos != b.len() {
         return None;
     }
-    Some(VaultData { generation, secrets, policy: meta.policy, agents: meta.agents })
+    Some(VaultData {
+        generation,
+        secrets,
+        policy: meta.policy,
+        agents: meta.agents,
+    })
 }
 
 struct Reader<'a> {
@@ -349,7 +425,9 @@ impl<'a> Reader<'a> {
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     match fs::read(path) {
         Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault { path: path.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault {
+            path: path.to_path_buf(),
+        }),
         Err(e) => Err(Error::io("read vault", path, e)),
     }
 }
@@ -359,7 +437,9 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 /// `path` does not exist (`init`). Then fsyncs the directory. On any failure
 /// the temporary file is removed and `path` is exactly as before.
 pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
-    let dir = path.parent().ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{:x}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("vault"),
@@ -373,15 +453,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::io("create temporary vault file", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io("write vault", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("flush vault to disk", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write vault", &tmp, e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("flush vault to disk", &tmp, e))?;
         drop(f);
         if replace {
             fs::rename(&tmp, path).map_err(|e| Error::io("replace vault", path, e))?;
         } else {
             fs::hard_link(&tmp, path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    Error::VaultExists { path: path.to_path_buf() }
+                    Error::VaultExists {
+                        path: path.to_path_buf(),
+                    }
                 } else {
                     Error::io("create vault", path, e)
                 }
@@ -402,13 +486,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
 mod tests {
     use super::*;
 
-    const SMALL: KdfParams = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+    const SMALL: KdfParams = KdfParams {
+        memory_kib: 8 * 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     fn sample() -> (Header, SecretBuf, Vec<u8>) {
         let (header, key) = create(b"correct horse", SMALL).unwrap();
-        let mut data = VaultData { generation: 7, ..Default::default() };
-        data.secrets.insert("gh".into(), SecretBuf::copy_from(b"CANARY-value-123").unwrap());
-        data.agents.insert("a".into(), AgentRecord { token_sha256: Some("00".into()) });
+        let mut data = VaultData {
+            generation: 7,
+            ..Default::default()
+        };
+        data.secrets.insert(
+            "gh".into(),
+            SecretBuf::copy_from(b"CANARY-value-123").unwrap(),
+        );
+        data.agents.insert(
+            "a".into(),
+            AgentRecord {
+                token_sha256: Some("00".into()),
+            },
+        );
         let file = seal(&header, &key, &data).unwrap();
         (header, key, file)
     }
@@ -426,7 +525,10 @@ mod tests {
     #[test]
     fn wrong_passphrase() {
         let (_, _, file) = sample();
-        assert!(matches!(open(Path::new("v"), &file, b"nope"), Err(Error::WrongPassphrase)));
+        assert!(matches!(
+            open(Path::new("v"), &file, b"nope"),
+            Err(Error::WrongPassphrase)
+        ));
     }
 
     #[test]
@@ -451,7 +553,10 @@ mod tests {
         let file = seal(&h2, &key, &data).unwrap();
         let o = open(Path::new("v"), &file, b"new pass").unwrap();
         assert!(o.data_key.ct_eq(&key));
-        assert!(matches!(open(Path::new("v"), &file, b"correct horse"), Err(Error::WrongPassphrase)));
+        assert!(matches!(
+            open(Path::new("v"), &file, b"correct horse"),
+            Err(Error::WrongPassphrase)
+        ));
     }
 
     #[test]
@@ -459,10 +564,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("vault.bin");
         write_atomic(&p, b"one", false).unwrap();
-        assert!(matches!(write_atomic(&p, b"two", false), Err(Error::VaultExists { .. })));
+        assert!(matches!(
+            write_atomic(&p, b"two", false),
+            Err(Error::VaultExists { .. })
+        ));
         assert_eq!(fs::read(&p).unwrap(), b"one");
         write_atomic(&p, b"three", true).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"three");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

@@ -8,7 +8,10 @@ static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
 
 fn main() {
     let cli = vaultd::ctl::Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vaultctl: cannot start: {e}");

@@ -47,12 +47,18 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with `code`.
     pub fn new(code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal { code, message: message.into() }
+        Refusal {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The locked refusal (one text everywhere).
     pub fn locked() -> Refusal {
-        Refusal::new(codes::LOCKED, "the vault is locked; ask the user to run `vaultctl unlock`, then retry")
+        Refusal::new(
+            codes::LOCKED,
+            "the vault is locked; ask the user to run `vaultctl unlock`, then retry",
+        )
     }
 
     /// The unknown-agent refusal.
@@ -123,7 +129,11 @@ impl Drop for InFlight<'_> {
 }
 
 /// Runs one `execute` call.
-pub async fn execute(d: &Daemon, peer: &Peer, req: ExecuteRequest) -> Result<ExecuteResponse, Refusal> {
+pub async fn execute(
+    d: &Daemon,
+    peer: &Peer,
+    req: ExecuteRequest,
+) -> Result<ExecuteResponse, Refusal> {
     let u = d.unlocked().ok_or_else(Refusal::locked)?;
     let agent = find_agent(&u, &req.agent_token).ok_or_else(Refusal::unknown_agent)?;
     let agent_cancel = u.shared.agent_token(&agent);
@@ -213,10 +223,19 @@ fn r_is_locked(r: &Result<ExecuteResponse, Refusal>) -> bool {
     matches!(r, Err(x) if x.code == codes::LOCKED)
 }
 
-type Decided = (Arc<ServiceRuntime>, &'static str, (url::Url, String, String), Vec<(String, String)>);
+type Decided = (
+    Arc<ServiceRuntime>,
+    &'static str,
+    (url::Url, String, String),
+    Vec<(String, String)>,
+);
 
 /// The policy decision: Ok with what to send, or the refusal and the rule that decided it.
-fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (Refusal, Option<String>)> {
+fn decide(
+    u: &Unlocked,
+    agent: &str,
+    req: &ExecuteRequest,
+) -> Result<Decided, (Refusal, Option<String>)> {
     let no_such = || {
         (
             Refusal::new(
@@ -233,7 +252,11 @@ fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (R
     if !cap.capability.agents.iter().any(|a| a == agent) {
         return Err(no_such());
     }
-    let svc = u.services.get(&cap.capability.service).ok_or_else(no_such)?.clone();
+    let svc = u
+        .services
+        .get(&cap.capability.service)
+        .ok_or_else(no_such)?
+        .clone();
     let bad = |e: request::BadRequest| (Refusal::new(codes::BAD_REQUEST, e.0), None);
     let method = request::canonical_method(&req.method).map_err(bad)?;
     let path = request::canonical_path(&req.path).map_err(bad)?;
@@ -242,13 +265,27 @@ fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (R
         Auth::Query { name, .. } => (None, Some(name.as_str())),
         _ => (None, None),
     };
-    let headers: Vec<(String, String)> = req.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
     let headers = request::check_headers(&headers, cred_header).map_err(bad)?;
-    let query: Vec<(String, String)> = req.query.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+    let query: Vec<(String, String)> = req
+        .query
+        .iter()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
     let query = request::check_query(&query, cred_query).map_err(bad)?;
     if req.body.len() > MAX_REQUEST_BODY {
         return Err((
-            Refusal::new(codes::BAD_REQUEST, format!("the request body is {} bytes; the limit is 10 MiB", req.body.len())),
+            Refusal::new(
+                codes::BAD_REQUEST,
+                format!(
+                    "the request body is {} bytes; the limit is 10 MiB",
+                    req.body.len()
+                ),
+            ),
             None,
         ));
     }
@@ -282,13 +319,19 @@ fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (R
         return Err((
             Refusal::new(
                 codes::REASON_REQUIRED,
-                format!("capability {:?} requires a reason: call execute again with `reason` saying why this call is needed", cap.capability.name),
+                format!(
+                    "capability {:?} requires a reason: call execute again with `reason` saying why this call is needed",
+                    cap.capability.name
+                ),
             ),
             Some(format!("allow {}", rule.as_str())),
         ));
     }
     if let Some(limit) = cap.rate_limit
-        && let Err(wait) = u.shared.limiter.take(agent, &cap.capability.name, limit, Instant::now())
+        && let Err(wait) = u
+            .shared
+            .limiter
+            .take(agent, &cap.capability.name, limit, Instant::now())
     {
         return Err((
             Refusal::new(
@@ -301,16 +344,29 @@ fn decide(u: &Unlocked, agent: &str, req: &ExecuteRequest) -> Result<Decided, (R
                     wait.as_secs_f64().max(0.1)
                 ),
             ),
-            Some(format!("rate_limit {}", cap.capability.rate_limit.as_deref().unwrap_or_default())),
+            Some(format!(
+                "rate_limit {}",
+                cap.capability.rate_limit.as_deref().unwrap_or_default()
+            )),
         ));
     }
-    let url = build_url(&svc, &path, &query).map_err(|m| (Refusal::new(codes::BAD_REQUEST, m), None))?;
-    Ok((svc, method, (url, path, format!("allow {}", rule.as_str())), headers))
+    let url =
+        build_url(&svc, &path, &query).map_err(|m| (Refusal::new(codes::BAD_REQUEST, m), None))?;
+    Ok((
+        svc,
+        method,
+        (url, path, format!("allow {}", rule.as_str())),
+        headers,
+    ))
 }
 
 /// Base URL + canonical path (+ credential query, + agent query). Refuses if
 /// the URL parser would send a different path than the one matched.
-fn build_url(svc: &ServiceRuntime, path: &str, query: &[(String, String)]) -> Result<url::Url, String> {
+fn build_url(
+    svc: &ServiceRuntime,
+    path: &str,
+    query: &[(String, String)],
+) -> Result<url::Url, String> {
     let mut url = join_url(&svc.base, path)?;
     let mut pairs = Vec::new();
     if let Auth::Query { name, .. } = &svc.service.auth {
@@ -371,11 +427,17 @@ fn check_literal_host(svc: &ServiceRuntime) -> Result<(), Refusal> {
 fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
     let e = e.without_url();
     let what = if e.is_timeout() {
-        format!("service {:?} did not answer within its timeout ({} ms)", svc.service.name, svc.service.timeout_ms)
+        format!(
+            "service {:?} did not answer within its timeout ({} ms)",
+            svc.service.name, svc.service.timeout_ms
+        )
     } else if e.is_connect() {
         format!("cannot connect to service {:?}", svc.service.name)
     } else if e.is_body() || e.is_decode() {
-        format!("the response of service {:?} broke off or was malformed", svc.service.name)
+        format!(
+            "the response of service {:?} broke off or was malformed",
+            svc.service.name
+        )
     } else {
         format!("the call to service {:?} failed", svc.service.name)
     };
@@ -388,7 +450,10 @@ fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
     }
     let (detail, _) = svc.scrubber.scrub_str(&chain);
     let detail = clip(&detail, 400);
-    Refusal::new(codes::UPSTREAM_ERROR, format!("{what}{detail}; retry later or ask the user to check the service"))
+    Refusal::new(
+        codes::UPSTREAM_ERROR,
+        format!("{what}{detail}; retry later or ask the user to check the service"),
+    )
 }
 
 async fn call_upstream(
@@ -399,7 +464,8 @@ async fn call_upstream(
     body: Vec<u8>,
 ) -> Result<ExecuteResponse, Refusal> {
     check_literal_host(svc)?;
-    let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| Refusal::new(codes::BAD_REQUEST, "bad method"))?;
+    let m = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| Refusal::new(codes::BAD_REQUEST, "bad method"))?;
     let mut rb = svc.client.request(m, url);
     for (k, v) in &headers {
         rb = rb.header(k.as_str(), v.as_str());
@@ -414,15 +480,23 @@ async fn call_upstream(
             let mut raw = username.as_bytes().to_vec();
             raw.push(b':');
             raw.extend_from_slice(svc.credential.expose());
-            let v = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(&raw)).into_bytes();
+            let v = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(&raw)
+            )
+            .into_bytes();
             zeroize::Zeroize::zeroize(&mut raw);
             Some((reqwest::header::AUTHORIZATION, v))
         }
         Auth::Header { name, prefix, .. } => {
             let mut v = prefix.as_bytes().to_vec();
             v.extend_from_slice(svc.credential.expose());
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Refusal::new(codes::UPSTREAM_ERROR, "the service's auth header name is invalid; fix the policy"))?;
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                Refusal::new(
+                    codes::UPSTREAM_ERROR,
+                    "the service's auth header name is invalid; fix the policy",
+                )
+            })?;
             Some((name, v))
         }
         Auth::Query { .. } => None,
@@ -455,7 +529,10 @@ async fn call_upstream(
         }
         let mut out_headers = Vec::new();
         for (name, value) in resp.headers() {
-            if matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive") {
+            if matches!(
+                name.as_str(),
+                "content-length" | "transfer-encoding" | "connection" | "keep-alive"
+            ) {
                 continue;
             }
             // Scrub the raw bytes first: a lossy UTF-8 conversion could break a
@@ -463,7 +540,10 @@ async fn call_upstream(
             let (n, _) = svc.scrubber.scrub_str(name.as_str());
             let mut raw = value.as_bytes().to_vec();
             svc.scrubber.scrub(&mut raw);
-            out_headers.push(Header { name: n, value: String::from_utf8_lossy(&raw).into_owned() });
+            out_headers.push(Header {
+                name: n,
+                value: String::from_utf8_lossy(&raw).into_owned(),
+            });
         }
         let max = svc.service.max_response_bytes as usize;
         let mut body = Vec::new();
@@ -485,13 +565,22 @@ async fn call_upstream(
         } else {
             svc.scrubber.scrub(&mut body);
         }
-        Ok(ExecuteResponse { status, headers: out_headers, body, truncated, audit_seq: 0 })
+        Ok(ExecuteResponse {
+            status,
+            headers: out_headers,
+            body,
+            truncated,
+            audit_seq: 0,
+        })
     };
     match tokio::time::timeout(timeout + Duration::from_millis(250), exchange).await {
         Ok(r) => r,
         Err(_) => Err(Refusal::new(
             codes::UPSTREAM_ERROR,
-            format!("service {:?} did not finish within its timeout ({} ms); retry later", svc.service.name, svc.service.timeout_ms),
+            format!(
+                "service {:?} did not finish within its timeout ({} ms); retry later",
+                svc.service.name, svc.service.timeout_ms
+            ),
         )),
     }
 }

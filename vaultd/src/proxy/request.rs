@@ -162,7 +162,20 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
         )
 }
 
@@ -176,7 +189,20 @@ fn is_path_char(b: u8) -> bool {
     is_unreserved(b)
         || matches!(
             b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/' | b'%'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+                | b'%'
         )
 }
 
@@ -319,7 +345,10 @@ fn check_path_bytes(raw: &str) -> Result<(), String> {
         }
         let why = match b {
             0x80.. => {
-                let c = raw[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+                let c = raw[i..]
+                    .chars()
+                    .next()
+                    .unwrap_or(char::REPLACEMENT_CHARACTER);
                 format!(
                     "contains non-ASCII {}; percent-encode it as UTF-8 (e.g. \"caf%C3%A9\")",
                     show(&c.to_string())
@@ -459,11 +488,15 @@ fn check_segment(segment: &str) -> Result<(), String> {
 fn forbidden_header(lower: &str) -> Option<&'static str> {
     let why = match lower {
         "host" => "the host is fixed by the service's base URL",
-        "authorization" | "cookie" | "cookie2" => "credentials are added by vaultd, never by the agent",
+        "authorization" | "cookie" | "cookie2" => {
+            "credentials are added by vaultd, never by the agent"
+        }
         "connection" | "keep-alive" | "te" | "trailer" | "upgrade" | "http2-settings" => {
             "hop-by-hop headers are managed by vaultd"
         }
-        "transfer-encoding" | "content-length" | "expect" => "vaultd frames the request body itself",
+        "transfer-encoding" | "content-length" | "expect" => {
+            "vaultd frames the request body itself"
+        }
         "accept-encoding" => "vaultd controls compression so that it can scrub responses",
         "range" | "if-range" => {
             "a partial response could cut a credential into pieces the scrubber cannot recognize"
@@ -496,7 +529,9 @@ pub fn check_headers(
     let mut out: Vec<(String, String)> = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if name.is_empty() {
-            return Err(bad("a header name is empty; give every header a name".to_owned()));
+            return Err(bad(
+                "a header name is empty; give every header a name".to_owned()
+            ));
         }
         if name.len() > MAX_HEADER_BYTES {
             return Err(bad(format!(
@@ -1300,8 +1335,15 @@ mod tests {
     #[test]
     fn credential_query_name_refused() {
         for name in [
-            "api_key", "API_KEY", "Api_Key", "api.key", "api key", "api[key", "api_key[]",
-            "api_key[0]", " api_key",
+            "api_key",
+            "API_KEY",
+            "Api_Key",
+            "api.key",
+            "api key",
+            "api[key",
+            "api_key[]",
+            "api_key[0]",
+            " api_key",
         ] {
             let err = check_query(&strings(&[(name, "x")]), Some("api_key")).expect_err(name);
             assert!(err.0.contains("credential"), "{name}: {err:?}");
@@ -1420,9 +1462,24 @@ mod tests {
             ("GET /repos/*/*/issues", "GET", "/Repos/o/r/issues", false),
             ("GET /repos/*/*/issues", "GET", "/repos/o/r/Issues", false),
             ("GET /repos/*/*/issues/**", "GET", "/repos/o/r/issues", true),
-            ("GET /repos/*/*/issues/**", "GET", "/repos/o/r/issues/", true),
-            ("GET /repos/*/*/issues/**", "GET", "/repos/o/r/issues/1/comments", true),
-            ("GET /repos/*/*/issues/**", "GET", "/repos/o/r/issuesx", false),
+            (
+                "GET /repos/*/*/issues/**",
+                "GET",
+                "/repos/o/r/issues/",
+                true,
+            ),
+            (
+                "GET /repos/*/*/issues/**",
+                "GET",
+                "/repos/o/r/issues/1/comments",
+                true,
+            ),
+            (
+                "GET /repos/*/*/issues/**",
+                "GET",
+                "/repos/o/r/issuesx",
+                false,
+            ),
             ("GET /repos/**", "GET", "/repos", true),
             ("GET /repos/**", "GET", "/repos/", true),
             ("GET /repos/**", "GET", "/repos/a/b", true),
@@ -1528,7 +1585,8 @@ mod tests {
         assert!(!out.contains("//"), "{out:?}");
         assert!(out.is_ascii(), "{out:?}");
         assert!(
-            !out.bytes().any(|b| b.is_ascii_control() || b"\\?# ".contains(&b)),
+            !out.bytes()
+                .any(|b| b.is_ascii_control() || b"\\?# ".contains(&b)),
             "{out:?}"
         );
         let lower = out.to_ascii_lowercase();
@@ -1539,7 +1597,10 @@ mod tests {
         let bytes = out.as_bytes();
         for (i, window) in bytes.windows(3).enumerate() {
             if window.eq_ignore_ascii_case(b"%25") {
-                assert!(hex_pair(bytes, i + 3).is_none(), "{out:?} is double-encoded");
+                assert!(
+                    hex_pair(bytes, i + 3).is_none(),
+                    "{out:?} is double-encoded"
+                );
             }
         }
         for segment in out[1..].split('/') {

@@ -39,7 +39,12 @@ pub fn check_ip(ip: IpAddr) -> Option<&'static str> {
                 Some("link-local")
             } else if seg[0] == 0x64 && seg[1] == 0xff9b {
                 // NAT64: the embedded IPv4 decides.
-                let v4 = Ipv4Addr::new((seg[6] >> 8) as u8, seg[6] as u8, (seg[7] >> 8) as u8, seg[7] as u8);
+                let v4 = Ipv4Addr::new(
+                    (seg[6] >> 8) as u8,
+                    seg[6] as u8,
+                    (seg[7] >> 8) as u8,
+                    seg[7] as u8,
+                );
                 check_v4(v4)
             } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
                 Some("documentation")
@@ -87,7 +92,8 @@ impl Resolve for CheckedResolver {
         let allow_private = self.allow_private;
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = None;
             let ok: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -105,7 +111,10 @@ impl Resolve for CheckedResolver {
                 let msg = format!(
                     "{host} resolves to a {why} address, which services may not reach unless the policy sets allow_private_network = true"
                 );
-                return Err(Box::new(std::io::Error::new(std::io::ErrorKind::PermissionDenied, msg))
+                return Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    msg,
+                ))
                     as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(ok.into_iter()) as Addrs)
@@ -124,19 +133,33 @@ pub fn load_system_roots() -> rustls::RootCertStore {
 }
 
 /// Builds the service's HTTP client.
-pub fn build_client(service: &Service, system_roots: &rustls::RootCertStore) -> Result<reqwest::Client> {
+pub fn build_client(
+    service: &Service,
+    system_roots: &rustls::RootCertStore,
+) -> Result<reqwest::Client> {
     let mut roots = system_roots.clone();
     if let Some(pem) = &service.ca_pem {
         let mut added = 0;
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
-            let cert = cert.map_err(|e| Error::Invalid(format!("service {}: ca_file PEM is invalid: {e}", service.name)))?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::Invalid(format!("service {}: ca_file certificate rejected: {e}", service.name)))?;
+            let cert = cert.map_err(|e| {
+                Error::Invalid(format!(
+                    "service {}: ca_file PEM is invalid: {e}",
+                    service.name
+                ))
+            })?;
+            roots.add(cert).map_err(|e| {
+                Error::Invalid(format!(
+                    "service {}: ca_file certificate rejected: {e}",
+                    service.name
+                ))
+            })?;
             added += 1;
         }
         if added == 0 {
-            return Err(Error::Invalid(format!("service {}: ca_file holds no certificate", service.name)));
+            return Err(Error::Invalid(format!(
+                "service {}: ca_file holds no certificate",
+                service.name
+            )));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -157,9 +180,16 @@ pub fn build_client(service: &Service, system_roots: &rustls::RootCertStore) -> 
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(64)
-        .dns_resolver(Arc::new(CheckedResolver { allow_private: service.allow_private_network }))
+        .dns_resolver(Arc::new(CheckedResolver {
+            allow_private: service.allow_private_network,
+        }))
         .build()
-        .map_err(|e| Error::Invalid(format!("service {}: cannot build HTTP client: {e}", service.name)))
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "service {}: cannot build HTTP client: {e}",
+                service.name
+            ))
+        })
 }
 
 #[cfg(test)]
@@ -186,10 +216,16 @@ mod tests {
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
         ] {
-            assert!(check_ip(bad.parse().unwrap()).is_some(), "{bad} should be refused");
+            assert!(
+                check_ip(bad.parse().unwrap()).is_some(),
+                "{bad} should be refused"
+            );
         }
         for good in ["140.82.112.5", "1.1.1.1", "2606:4700::1111"] {
-            assert!(check_ip(good.parse().unwrap()).is_none(), "{good} should be allowed");
+            assert!(
+                check_ip(good.parse().unwrap()).is_none(),
+                "{good} should be allowed"
+            );
         }
     }
 }
