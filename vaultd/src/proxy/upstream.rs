@@ -1,8 +1,11 @@
 //! The only module that opens network connections.
 //!
-//! One reqwest client (one keep-alive pool, HTTP/1.1 and HTTP/2) per service,
+//! One reqwest client (one keep-alive pool, HTTP/1.1 only) per service,
 //! built at unlock and dropped at lock, so no connection that carried a
-//! credential outlives the unlocked state. TLS is rustls with the system roots
+//! credential outlives the unlocked state. HTTP/1.1 only, so that a call that
+//! ends early (body cut at `max_response_bytes`, timeout, lock) closes its own
+//! connection (DESIGN.md rule 7): an HTTP/2 stream reset would leave the
+//! connection open in the pool. TLS is rustls with the system roots
 //! (read once at start-up, before the sandbox) plus the service's sealed
 //! `ca_file` PEM. Redirects are never followed. Names are resolved by
 //! [`CheckedResolver`], which hands the connector only addresses that pass
@@ -168,11 +171,12 @@ pub fn build_client(
         .map_err(|e| Error::Invalid(format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let timeout = Duration::from_millis(service.timeout_ms);
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .https_only(true)
+        .http1_only()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .referer(false)
