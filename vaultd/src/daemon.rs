@@ -310,7 +310,7 @@ impl Daemon {
             })?;
             let credential = SecretBuf::copy_from(secret.expose())?;
             let mut forms: Vec<&[u8]> = vec![credential.expose()];
-            let basic;
+            let (basic, basic_token);
             if let policy::Auth::Basic { username, .. } = &s.auth {
                 let mut b = Vec::with_capacity(username.len() + 1 + credential.len());
                 b.extend_from_slice(username.as_bytes());
@@ -318,6 +318,15 @@ impl Daemon {
                 b.extend_from_slice(credential.expose());
                 basic = SecretBuf::take(b)?;
                 forms.push(basic.expose());
+                // The token on the wire is a credential of its own: an upstream
+                // that echoes it hex-, URL- or base64-encoded (base64 of base64)
+                // must be scrubbed too, or the agent decodes it back.
+                use base64::Engine as _;
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(basic.expose())
+                    .into_bytes();
+                basic_token = SecretBuf::take(token)?;
+                forms.push(basic_token.expose());
             }
             let scrubber = Scrubber::new(&forms);
             let client = upstream::build_client(s, &self.system_roots)?;

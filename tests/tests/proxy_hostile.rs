@@ -1,0 +1,781 @@
+//! Issue 3, the proxy path against a hostile agent (DESIGN.md, "Rules of the
+//! proxy path"): a table of attacks sent as real MCP `execute` calls (Python MCP
+//! SDK -> vault-mcp -> vaultd -> local HTTPS upstream), each either refused
+//! with its code before anything reaches the upstream, or sent exactly as
+//! matched with every echoed form of the credential replaced by `[REDACTED]`.
+//! Then the upstream's own log proves that no request left the capability's
+//! prefix and that no credential travelled in a request target.
+//!
+//! A second test checks the credential injection of the four auth kinds.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use vaultd_tests::upstream::{BINARY_PREFIX, BINARY_SUFFIX};
+use vaultd_tests::{Recorded, TlsKind, Upstream, VaultEnv, assert_absent, assert_no_canary, forms};
+
+const BEARER: &str = "CANARY-bear-3f9a1c77d2e4";
+/// With characters that every encoder escapes differently.
+const QUERY: &str = "CANARY+qry/5e7d=9b1c";
+const HEADER: &str = "CANARY-hdr-8c2b4e6f1a03";
+const BASIC: &str = "CANARY-basic-6d1f0a9e3b72";
+const CANARIES: [&str; 4] = [BEARER, QUERY, HEADER, BASIC];
+
+/// The four services: (capability = service name, base path, its canary).
+const SERVICES: [(&str, &str, &str); 4] = [
+    ("bear", "/api", BEARER),
+    ("qry", "/q", QUERY),
+    ("hdr", "/h", HEADER),
+    ("bas", "/b", BASIC),
+];
+
+fn policy(up: &Upstream, env: &VaultEnv) -> String {
+    let url = up.url();
+    let ca = env.ca_file().display().to_string();
+    let auths = [
+        ("bear", "/api", r#"{ type = "bearer", secret = "s-bear" }"#),
+        (
+            "qry",
+            "/q",
+            r#"{ type = "query", name = "api_key", secret = "s-qry" }"#,
+        ),
+        (
+            "hdr",
+            "/h",
+            r#"{ type = "header", name = "X-Api-Key", secret = "s-hdr", prefix = "Key " }"#,
+        ),
+        (
+            "bas",
+            "/b",
+            r#"{ type = "basic", username = "user", secret = "s-bas" }"#,
+        ),
+    ];
+    let mut p = String::from("[[agent]]\nname = \"a\"\n");
+    for (name, base, auth) in auths {
+        p.push_str(&format!(
+            r#"
+[[service]]
+name = "{name}"
+base_url = "{url}{base}"
+auth = {auth}
+ca_file = "{ca}"
+allow_private_network = true
+timeout = "10s"
+
+[[capability]]
+name = "{name}"
+service = "{name}"
+agents = ["a"]
+allow = ["* /v1/**"]
+deny = ["* /v1/admin/**"]
+"#
+        ));
+    }
+    p
+}
+
+/// One daemon, unlocked, with the four services and agent `a`; returns its token.
+fn setup(up: &Upstream, env: &VaultEnv) -> (vaultd_tests::Daemon, String) {
+    env.allow_ports(&[up.port()]);
+    let d = env.start_unlocked();
+    env.set_secret("s-bear", BEARER.as_bytes());
+    env.set_secret("s-qry", QUERY.as_bytes());
+    env.set_secret("s-hdr", HEADER.as_bytes());
+    env.set_secret("s-bas", BASIC.as_bytes());
+    env.apply_policy(&policy(up, env));
+    let token = env.add_agent("a");
+    (d, token)
+}
+
+/// Where the `[REDACTED]` marker must show up in a neutralised answer.
+#[derive(Clone, Copy, Debug)]
+enum Redacted {
+    /// Nowhere in particular (the answer just must not carry a canary).
+    No,
+    /// In the UTF-8 body.
+    Body,
+    /// In the base64-encoded (binary) body, once decoded.
+    BinaryBody,
+    /// In this response header.
+    Header(&'static str),
+}
+
+#[derive(Clone, Debug)]
+enum Expect {
+    /// Refused with this code; nothing reaches the upstream.
+    Refused(&'static str),
+    /// Sent: exactly one upstream request with this method and path (below the
+    /// service's base path), the agent gets this status, and the credential
+    /// is replaced by `[REDACTED]` where said.
+    Sent {
+        method: &'static str,
+        path: String,
+        status: u64,
+        redacted: Redacted,
+    },
+}
+
+struct Row {
+    name: String,
+    cap: &'static str,
+    args: Value,
+    expect: Expect,
+}
+
+fn refused(name: &str, cap: &'static str, args: Value, code: &'static str) -> Row {
+    Row {
+        name: name.to_string(),
+        cap,
+        args,
+        expect: Expect::Refused(code),
+    }
+}
+
+fn sent(
+    name: &str,
+    cap: &'static str,
+    args: Value,
+    method: &'static str,
+    path: &str,
+    status: u64,
+    redacted: Redacted,
+) -> Row {
+    Row {
+        name: name.to_string(),
+        cap,
+        args,
+        expect: Expect::Sent {
+            method,
+            path: path.to_string(),
+            status,
+            redacted,
+        },
+    }
+}
+
+/// `execute` arguments: GET `path` on `cap` plus `extra` fields.
+fn get(cap: &str, path: &str, extra: Value) -> Value {
+    let mut v = json!({"capability": cap, "method": "GET", "path": path});
+    if let Value::Object(m) = extra {
+        for (k, x) in m {
+            v[k] = x;
+        }
+    }
+    v
+}
+
+fn hdr(cap: &str, name: &str, value: &str) -> Value {
+    get(cap, "/v1/echo", json!({"headers": {name: value}}))
+}
+
+fn table(other_port: u16) -> Vec<Row> {
+    const BR: &str = "bad_request";
+    let mut t = Vec::new();
+    // --- paths: dot segments, raw / encoded / double-encoded, also before ';'
+    for (n, p) in [
+        ("dot-dot raw", "/v1/../admin/echo"),
+        ("dot raw", "/v1/./echo"),
+        ("dot-dot trailing", "/v1/echo/.."),
+        ("dot-dot encoded", "/v1/%2E%2E/admin/echo"),
+        ("dot-dot encoded lowercase", "/v1/%2e%2e/admin/echo"),
+        ("dot-dot half encoded", "/v1/.%2E/admin/echo"),
+        ("dot-dot double encoded", "/v1/%252E%252E/admin/echo"),
+        ("dot-dot before ;", "/v1/..;/admin/echo"),
+        ("dot-dot encoded before ;", "/v1/%2E%2E;x=1/admin/echo"),
+        ("dot before ;", "/v1/.;/echo"),
+        ("overlong UTF-8 dot", "/v1/%C0%AE%C0%AE/admin/echo"),
+        ("fullwidth dot", "/v1/%EF%BC%8E%EF%BC%8E/admin/echo"),
+        // encoded slash and backslash
+        ("encoded slash", "/v1/echo%2F..%2Fadmin"),
+        ("encoded slash lowercase", "/v1/echo%2f..%2fadmin"),
+        ("double-encoded slash", "/v1/echo%252F..%252Fadmin"),
+        ("backslash raw", "/v1/echo\\..\\admin"),
+        ("encoded backslash", "/v1/echo%5C..%5Cadmin"),
+        // authority and absolute forms
+        ("//host", "//evil.example/v1/echo"),
+        ("absolute https URL", "https://evil.example/v1/echo"),
+        (
+            "absolute URL to the other port",
+            &format!("https://127.0.0.1:{other_port}/v1/echo"),
+        ),
+        (
+            "scheme-relative in the middle",
+            "/v1/echo/https://evil.example/x",
+        ),
+        ("@ userinfo form", "@evil.example/v1/echo"),
+        ("userinfo with port", "user:pw@127.0.0.1:1/v1/echo"),
+        ("no leading slash", "v1/echo"),
+        ("empty segment", "/v1//echo"),
+        // control characters
+        ("CRLF raw in path", "/v1/echo\r\nHost: evil.example"),
+        ("CRLF encoded in path", "/v1/echo%0D%0AHost:%20evil.example"),
+        ("LF raw in path", "/v1/echo\nX: y"),
+        ("NUL raw in path", "/v1/echo\u{0}/x"),
+        ("NUL encoded in path", "/v1/echo%00/x"),
+        ("tab in path", "/v1/echo\tx"),
+        ("space in path", "/v1/echo x"),
+        ("query in path", "/v1/echo?api_key=x"),
+        ("fragment in path", "/v1/echo#x"),
+        ("bad percent", "/v1/echo%zz"),
+        ("truncated percent", "/v1/echo%4"),
+        ("non-ASCII", "/v1/caf\u{e9}/echo"),
+        ("empty path", ""),
+    ] {
+        t.push(refused(n, "bear", get("bear", p, json!({})), BR));
+    }
+    // --- paths that are legal: sent exactly as matched, never normalised
+    t.push(sent(
+        "@ inside a segment stays a path",
+        "bear",
+        get("bear", "/v1/echo/user@evil.example", json!({})),
+        "GET",
+        "/api/v1/echo/user@evil.example",
+        200,
+        Redacted::Body,
+    ));
+    t.push(sent(
+        "dots inside a name are not dot segments",
+        "bear",
+        get("bear", "/v1/echo/a..b/.x", json!({})),
+        "GET",
+        "/api/v1/echo/a..b/.x",
+        200,
+        Redacted::Body,
+    ));
+    // --- policy: outside the prefix, deny rules
+    t.push(refused(
+        "outside the allowed prefix",
+        "bear",
+        get("bear", "/v2/echo", json!({})),
+        "denied_by_rule",
+    ));
+    t.push(refused(
+        "deny rule",
+        "bear",
+        get("bear", "/v1/admin/echo", json!({})),
+        "denied_by_rule",
+    ));
+    // --- methods
+    for (n, m) in [
+        ("TRACE", "TRACE"),
+        ("CONNECT", "CONNECT"),
+        ("lowercase trace", "trace"),
+        ("unknown method", "PROPFIND"),
+        ("made-up method", "FOO"),
+        ("empty method", ""),
+        ("CRLF in method", "GET\r\nX-Injected: 1"),
+        ("space in method", "GET /v1/admin HTTP/1.1"),
+        ("NUL in method", "GET\u{0}"),
+    ] {
+        t.push(refused(
+            n,
+            "bear",
+            json!({"capability": "bear", "method": m, "path": "/v1/echo"}),
+            BR,
+        ));
+    }
+    t.push(sent(
+        "lowercase method is sent uppercase",
+        "bear",
+        json!({"capability": "bear", "method": "get", "path": "/v1/echo"}),
+        "GET",
+        "/api/v1/echo",
+        200,
+        Redacted::Body,
+    ));
+    t.push(sent(
+        "mixed-case DELETE",
+        "bear",
+        json!({"capability": "bear", "method": "dElEtE", "path": "/v1/echo/x"}),
+        "DELETE",
+        "/api/v1/echo/x",
+        200,
+        Redacted::Body,
+    ));
+    // --- headers the agent may never set
+    for (n, cap, name, value) in [
+        ("Host", "bear", "Host", "evil.example"),
+        ("Authorization", "bear", "Authorization", "Bearer attacker"),
+        (
+            "authorization, odd case",
+            "bear",
+            "aUtHoRiZaTiOn",
+            "Bearer attacker",
+        ),
+        (
+            "Authorization on a basic service",
+            "bas",
+            "Authorization",
+            "Basic YTpi",
+        ),
+        (
+            "Authorization on a query service",
+            "qry",
+            "Authorization",
+            "Bearer x",
+        ),
+        ("credential header", "hdr", "X-Api-Key", "attacker"),
+        (
+            "credential header, lowercase",
+            "hdr",
+            "x-api-key",
+            "attacker",
+        ),
+        (
+            "Proxy-Authorization",
+            "bear",
+            "Proxy-Authorization",
+            "Basic YTpi",
+        ),
+        ("Proxy-Connection", "bear", "Proxy-Connection", "keep-alive"),
+        ("Cookie", "bear", "Cookie", "session=1"),
+        ("Connection", "bear", "Connection", "close, X-Api-Key"),
+        ("Keep-Alive", "bear", "Keep-Alive", "timeout=5"),
+        ("TE", "bear", "TE", "trailers"),
+        ("Upgrade", "bear", "Upgrade", "h2c"),
+        ("Trailer", "bear", "Trailer", "X-Y"),
+        ("Content-Length", "bear", "Content-Length", "0"),
+        ("Transfer-Encoding", "bear", "Transfer-Encoding", "chunked"),
+        ("Expect", "bear", "Expect", "100-continue"),
+        (
+            "X-HTTP-Method-Override",
+            "bear",
+            "X-HTTP-Method-Override",
+            "DELETE",
+        ),
+        ("X-Original-URL", "bear", "X-Original-URL", "/v1/admin/echo"),
+        ("Accept-Encoding", "bear", "Accept-Encoding", "identity"),
+        ("Range", "bear", "Range", "bytes=0-10"),
+        (
+            "X-Forwarded-Host",
+            "bear",
+            "X-Forwarded-Host",
+            "evil.example",
+        ),
+        (
+            "CRLF in header value",
+            "bear",
+            "X-Test",
+            "a\r\nHost: evil.example",
+        ),
+        (
+            "LF in header value",
+            "bear",
+            "X-Test",
+            "a\nAuthorization: x",
+        ),
+        ("NUL in header value", "bear", "X-Test", "a\u{0}b"),
+        (
+            "CRLF in header name",
+            "bear",
+            "X-Test\r\nHost",
+            "evil.example",
+        ),
+        ("colon in header name", "bear", "Host:", "evil.example"),
+        ("space in header name", "bear", "Host ", "evil.example"),
+    ] {
+        t.push(refused(n, cap, hdr(cap, name, value), BR));
+    }
+    // --- query parameters that would override the credential or the method
+    for (n, cap, name, value) in [
+        ("credential query param", "qry", "api_key", "attacker"),
+        (
+            "credential query param, upper case",
+            "qry",
+            "API_KEY",
+            "attacker",
+        ),
+        (
+            "credential query param, PHP dot",
+            "qry",
+            "api.key",
+            "attacker",
+        ),
+        (
+            "credential query param, array",
+            "qry",
+            "api_key[]",
+            "attacker",
+        ),
+        ("_method query param", "bear", "_method", "DELETE"),
+        (
+            "CRLF in query value",
+            "bear",
+            "q",
+            "a\r\nHost: evil.example",
+        ),
+        ("NUL in query name", "bear", "q\u{0}", "x"),
+    ] {
+        t.push(refused(
+            n,
+            cap,
+            get(cap, "/v1/echo", json!({"query": {name: value}})),
+            BR,
+        ));
+    }
+    // --- redirects are returned, never followed
+    let to = format!("https://127.0.0.1:{other_port}/api/v1/echo");
+    t.push(sent(
+        "redirect to another port is returned, not followed",
+        "bear",
+        get("bear", "/v1/redirect", json!({"query": {"to": to}})),
+        "GET",
+        "/api/v1/redirect",
+        302,
+        Redacted::No,
+    ));
+    // --- echoes of the credential in every form
+    for (cap, base) in [
+        ("bear", "/api"),
+        ("qry", "/q"),
+        ("hdr", "/h"),
+        ("bas", "/b"),
+    ] {
+        for route in [
+            "echo",
+            "echo-b64",
+            "echo-b64url",
+            "echo-hex",
+            "echo-hex-upper",
+            "echo-urlenc",
+            "echo-gzip",
+        ] {
+            t.push(sent(
+                &format!("{cap}: {route}"),
+                cap,
+                get(cap, &format!("/v1/{route}"), json!({"query": {"q": "1"}})),
+                "GET",
+                &format!("{base}/v1/{route}"),
+                200,
+                Redacted::Body,
+            ));
+        }
+    }
+    for (cap, base, header) in [
+        ("bear", "/api", "x-echo-auth"),
+        ("bas", "/b", "x-echo-auth"),
+        ("hdr", "/h", "x-echo-key"),
+    ] {
+        t.push(sent(
+            &format!("{cap}: echo-header"),
+            cap,
+            get(cap, "/v1/echo-header", json!({})),
+            "GET",
+            &format!("{base}/v1/echo-header"),
+            200,
+            Redacted::Header(header),
+        ));
+    }
+    for (cap, base) in [("bear", "/api"), ("bas", "/b")] {
+        t.push(sent(
+            &format!("{cap}: echo-binary"),
+            cap,
+            get(cap, "/v1/echo-binary", json!({})),
+            "GET",
+            &format!("{base}/v1/echo-binary"),
+            200,
+            Redacted::BinaryBody,
+        ));
+    }
+    t.push(sent(
+        "POST body echoed with the credential",
+        "bear",
+        json!({"capability": "bear", "method": "POST", "path": "/v1/echo", "body": "hello",
+               "headers": {"Content-Type": "text/plain", "X-Custom": "fine"}}),
+        "POST",
+        "/api/v1/echo",
+        200,
+        Redacted::Body,
+    ));
+    t
+}
+
+fn service_of(cap: &str) -> (&'static str, &'static str) {
+    SERVICES
+        .iter()
+        .find(|(c, _, _)| *c == cap)
+        .map(|(_, base, canary)| (*base, *canary))
+        .expect("known capability")
+}
+
+fn check_sent(
+    row: &Row,
+    r: &vaultd_tests::ToolResult,
+    new: &[Recorded],
+    method: &str,
+    path: &str,
+    status: u64,
+    redacted: Redacted,
+) {
+    let name = &row.name;
+    assert!(!r.is_error, "[{name}] expected to be sent, got: {}", r.text);
+    assert_eq!(
+        new.len(),
+        1,
+        "[{name}] expected exactly one upstream request, got {new:?}"
+    );
+    assert_eq!(new[0].method, method, "[{name}]");
+    assert_eq!(
+        new[0].path, path,
+        "[{name}] the path sent is the path matched"
+    );
+    let v = r.json();
+    assert_eq!(v["status"], status, "[{name}] {v}");
+    for canary in CANARIES {
+        assert_absent(
+            r.text.as_bytes(),
+            canary.as_bytes(),
+            &format!("[{name}] answer"),
+        );
+    }
+    // The Basic token on the wire, base64("user:" + secret), is a credential
+    // too: any form of it decodes back to the secret.
+    let basic_token = forms::b64(format!("user:{BASIC}").as_bytes());
+    assert_absent(
+        r.text.as_bytes(),
+        basic_token.as_bytes(),
+        &format!("[{name}] answer (the Basic token)"),
+    );
+    let (_, canary) = service_of(row.cap);
+    match redacted {
+        Redacted::No => {}
+        Redacted::Body => {
+            assert_eq!(v["body_encoding"], "utf8", "[{name}] {v}");
+            let body = v["body"].as_str().unwrap_or_default();
+            assert!(
+                body.contains("[REDACTED]"),
+                "[{name}] no [REDACTED] in {body}"
+            );
+        }
+        Redacted::BinaryBody => {
+            assert_eq!(v["body_encoding"], "base64", "[{name}] {v}");
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v["body"].as_str().unwrap_or_default())
+                .expect("base64 body");
+            assert_absent(&raw, canary.as_bytes(), &format!("[{name}] decoded body"));
+            assert!(raw.starts_with(BINARY_PREFIX), "[{name}] {raw:?}");
+            assert!(raw.ends_with(BINARY_SUFFIX), "[{name}] {raw:?}");
+            assert!(
+                raw.windows(10).any(|w| w == b"[REDACTED]"),
+                "[{name}] no [REDACTED] in {:?}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+        Redacted::Header(h) => {
+            let got = v["headers"][h].as_str().unwrap_or_default();
+            assert!(got.contains("[REDACTED]"), "[{name}] header {h}: {v}");
+        }
+    }
+}
+
+#[test]
+fn hostile_execute_calls_are_refused_or_neutralised() {
+    let up = Upstream::start(TlsKind::Good);
+    let other = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+
+    let rows = table(other.port());
+    let (mut n_refused, mut n_sent) = (0, 0);
+    for row in &rows {
+        assert_eq!(row.args["capability"], row.cap, "table row {}", row.name);
+        let before = up.request_count();
+        let r = mcp.execute(row.args.clone());
+        let new: Vec<Recorded> = up.requests()[before..].to_vec();
+        match &row.expect {
+            Expect::Refused(code) => {
+                n_refused += 1;
+                assert!(
+                    r.is_error && r.code() == Some(*code),
+                    "[{}] expected `{code}`, got isError={} {}",
+                    row.name,
+                    r.is_error,
+                    r.text
+                );
+                assert!(
+                    new.is_empty(),
+                    "[{}] refused, yet the upstream saw {new:?}",
+                    row.name
+                );
+            }
+            Expect::Sent {
+                method,
+                path,
+                status,
+                redacted,
+            } => {
+                n_sent += 1;
+                check_sent(row, &r, &new, method, path, *status, *redacted);
+            }
+        }
+    }
+    println!(
+        "hostile table: {} rows ({n_refused} refused, {n_sent} sent and neutralised)",
+        rows.len()
+    );
+    assert!(rows.len() >= 40);
+
+    // The redirect went back to the agent and was not followed.
+    assert_eq!(other.request_count(), 0, "{:?}", other.requests());
+    assert_eq!(
+        other.connections(),
+        0,
+        "nothing connected to the redirect target"
+    );
+
+    // The upstream's own log: one request per sent row, none outside a
+    // capability's prefix, no credential in a request target.
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), n_sent, "one upstream request per sent row");
+    for r in &reqs {
+        let prefixes: Vec<String> = SERVICES
+            .iter()
+            .map(|(_, base, _)| format!("{base}/v1/"))
+            .collect();
+        assert!(
+            prefixes.iter().any(|p| r.path.starts_with(p.as_str())),
+            "request outside every capability's prefix: {} {}",
+            r.method,
+            r.target
+        );
+        assert!(
+            !r.path.contains("/admin"),
+            "deny rule bypassed: {}",
+            r.target
+        );
+        assert!(
+            r.target.starts_with('/'),
+            "origin-form target: {}",
+            r.target
+        );
+        for canary in [BEARER, HEADER, BASIC] {
+            assert_absent(r.target.as_bytes(), canary.as_bytes(), "a request target");
+        }
+        assert_absent(r.path.as_bytes(), QUERY.as_bytes(), "a request path");
+        let api_keys: Vec<String> = r
+            .query_pairs()
+            .into_iter()
+            .filter(|(k, _)| k == "api_key")
+            .map(|(_, v)| v)
+            .collect();
+        if r.path.starts_with("/q/") {
+            assert_eq!(api_keys, vec![QUERY.to_string()], "{}", r.target);
+        } else {
+            assert!(api_keys.is_empty(), "{}", r.target);
+            assert_absent(r.target.as_bytes(), QUERY.as_bytes(), "a request target");
+        }
+        assert_eq!(
+            r.authority.as_deref(),
+            Some(format!("127.0.0.1:{}", up.port()).as_str()),
+            "the host is the service's"
+        );
+    }
+
+    drop(mcp);
+    for canary in CANARIES {
+        assert_no_canary(&env, canary);
+    }
+}
+
+#[test]
+fn each_auth_kind_is_injected_exactly_once_in_its_place() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+
+    for (cap, base, canary) in SERVICES {
+        up.clear();
+        let r = mcp.execute(json!({
+            "capability": cap, "method": "POST", "path": "/v1/echo/x",
+            "query": {"a": "1", "b": "two words"}, "headers": {"X-Trace": "t1"}, "body": "payload"
+        }));
+        assert!(!r.is_error, "{cap}: {}", r.text);
+        let reqs = up.requests();
+        assert_eq!(reqs.len(), 1, "{cap}: {reqs:?}");
+        let q = &reqs[0];
+        assert_eq!(q.path, format!("{base}/v1/echo/x"));
+        assert_eq!(q.header("x-trace"), Some("t1"));
+        assert_eq!(q.body, b"payload");
+        let auth = q.header_all("authorization");
+        let keys = q.header_all("x-api-key");
+        let params = q.query_pairs();
+        let agent_params: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "api_key")
+            .cloned()
+            .collect();
+        assert_eq!(
+            agent_params,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "two words".to_string())
+            ],
+            "{cap}: the agent's query is passed as given"
+        );
+        let api_keys: Vec<&String> = params
+            .iter()
+            .filter(|(k, _)| k == "api_key")
+            .map(|(_, v)| v)
+            .collect();
+        match cap {
+            "bear" => {
+                assert_eq!(auth, vec![format!("Bearer {canary}").as_str()]);
+                assert!(keys.is_empty() && api_keys.is_empty());
+            }
+            "bas" => {
+                let want = format!("Basic {}", forms::b64(format!("user:{canary}").as_bytes()));
+                assert_eq!(auth, vec![want.as_str()]);
+                assert!(keys.is_empty() && api_keys.is_empty());
+            }
+            "hdr" => {
+                assert_eq!(keys, vec![format!("Key {canary}").as_str()]);
+                assert!(auth.is_empty() && api_keys.is_empty());
+            }
+            "qry" => {
+                assert_eq!(api_keys, vec![&canary.to_string()]);
+                // Form-encoded on the wire: `+` `/` `=` escaped.
+                let raw_q = q.query.as_deref().unwrap_or_default();
+                assert!(
+                    raw_q.contains(&format!(
+                        "api_key={}",
+                        forms::percent_encode(canary.as_bytes())
+                    )),
+                    "{raw_q}"
+                );
+                assert!(auth.is_empty() && keys.is_empty());
+            }
+            _ => unreachable!(),
+        }
+        // The credential appears nowhere else in the request: once in its place.
+        let mut elsewhere = Vec::new();
+        for (n, v) in &q.headers {
+            let in_place = (cap != "qry" && cap != "hdr" && n == "authorization")
+                || (cap == "hdr" && n == "x-api-key");
+            if !in_place {
+                elsewhere.extend_from_slice(format!("{n}: {v}\n").as_bytes());
+            }
+        }
+        elsewhere.extend_from_slice(&q.body);
+        elsewhere.extend_from_slice(q.path.as_bytes());
+        for c in CANARIES {
+            assert_absent(
+                &elsewhere,
+                c.as_bytes(),
+                &format!("{cap}: rest of the request"),
+            );
+        }
+        for c in CANARIES.iter().filter(|c| **c != QUERY) {
+            assert_absent(q.target.as_bytes(), c.as_bytes(), &format!("{cap}: target"));
+        }
+        let v = r.json();
+        assert_eq!(v["status"], 200);
+        for c in CANARIES {
+            assert_absent(r.text.as_bytes(), c.as_bytes(), &format!("{cap}: answer"));
+        }
+    }
+    drop(mcp);
+    for canary in CANARIES {
+        assert_no_canary(&env, canary);
+    }
+}
