@@ -63,6 +63,19 @@ pub enum ConnectError {
         /// The daemon's software version.
         daemon_version: String,
     },
+    /// The daemon runs as another user and closed the connection: its peer
+    /// check (SO_PEERCRED) serves only its own uid and `allowed_uids`.
+    #[error(
+        "vaultd at {path} refused this connection: it runs as uid {daemon_uid} and serves only that user, and you are uid {uid}; run this as uid {daemon_uid}, or add {uid} to `allowed_uids` in that daemon's vaultd.toml and restart it"
+    )]
+    Refused {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The daemon's uid (from the socket's kernel credentials).
+        daemon_uid: u32,
+        /// Ours.
+        uid: u32,
+    },
     /// The daemon did not answer the handshake in time.
     #[error(
         "vaultd at {path} did not answer within {timeout:?}; it may be stopped or hung: `vaultctl lock` ends it"
@@ -91,8 +104,8 @@ pub fn channel(socket: &Path) -> Channel {
 /// Dials the socket and checks the protocol version within `timeout`.
 pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, ConnectError> {
     // Dial once ourselves so that "not running" is told apart from other failures.
-    match UnixStream::connect(socket).await {
-        Ok(_probe) => {}
+    let daemon_uid = match UnixStream::connect(socket).await {
+        Ok(probe) => probe.peer_cred().ok().map(|c| c.uid()),
         Err(e)
             if matches!(
                 e.kind(),
@@ -109,7 +122,7 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
                 source,
             });
         }
-    }
+    };
     let mut client = VaultClient::new(channel(socket));
     let hello = client.hello(HelloRequest {
         client_protocol: PROTOCOL_VERSION,
@@ -122,6 +135,9 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
             });
         }
         Ok(Err(status)) => {
+            if let Some(refused) = refused(socket, daemon_uid) {
+                return Err(refused);
+            }
             return Err(match status.code() {
                 tonic::Code::PermissionDenied => ConnectError::NotVaultd {
                     path: socket.to_path_buf(),
@@ -143,4 +159,18 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
         });
     }
     Ok(client)
+}
+
+/// When the handshake failed and the daemon behind the socket runs as another
+/// uid, the reason is its peer check: say so instead of "not vaultd".
+fn refused(socket: &Path, daemon_uid: Option<u32>) -> Option<ConnectError> {
+    let daemon_uid = daemon_uid?;
+    // Our own uid, from the kernel's credentials of a socket pair (no unsafe code).
+    let (ours, _other) = UnixStream::pair().ok()?;
+    let uid = ours.peer_cred().ok()?.uid();
+    (uid != daemon_uid).then(|| ConnectError::Refused {
+        path: socket.to_path_buf(),
+        daemon_uid,
+        uid,
+    })
 }

@@ -544,8 +544,7 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
     let cas = match crate::policy::ca_files(&text) {
         Ok(c) => c,
         Err(errs) => {
-            eprintln!("{}", crate::policy::format_errors(&source, &errs));
-            eprintln!("vaultctl: the policy was not applied: fix the error(s) above");
+            print_policy_errors(&crate::policy::format_errors(&source, &errs));
             return Ok(1);
         }
     };
@@ -569,8 +568,7 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
         }
     }
     if !errors.is_empty() {
-        eprintln!("{}", errors.join("\n"));
-        eprintln!("vaultctl: the policy was not applied: fix the error(s) above");
+        print_policy_errors(&errors.join("\n"));
         return Ok(1);
     }
     let mut c = connect().await?;
@@ -602,11 +600,25 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
             Ok(0)
         }
         Err(s) if s.code() == tonic::Code::InvalidArgument => {
-            eprintln!("{}", s.message());
-            eprintln!("vaultctl: the policy was not applied: fix the error(s) above");
+            print_policy_errors(s.message());
             Ok(1)
         }
         Err(s) => Err(rpc(s)),
+    }
+}
+
+/// Prints why a policy was refused: one problem as one line, several as one
+/// line each (`FILE:LINE: what`) followed by a summary.
+fn print_policy_errors(errors: &str) {
+    let lines: Vec<&str> = errors.lines().filter(|l| !l.trim().is_empty()).collect();
+    if let [one] = lines.as_slice() {
+        eprintln!("vaultctl: the policy was not applied: {one}");
+    } else {
+        eprintln!("{}", lines.join("\n"));
+        eprintln!(
+            "vaultctl: the policy was not applied: fix the {} problems above",
+            lines.len()
+        );
     }
 }
 
@@ -736,8 +748,17 @@ async fn kill_unresponsive(path: &Path) -> anyhow::Result<i32> {
     crate::sys::kill_process(pid)
         .with_context(|| format!("vaultd (pid {pid}) did not answer and could not be killed"))?;
     for _ in 0..100 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            break;
+        // Gone, or a zombie (its memory is already freed; only its parent can reap it).
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => break,
+            Ok(stat)
+                if stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
+            {
+                break;
+            }
+            Ok(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -21,7 +21,17 @@ fn main() {
     let code = match rt.block_on(vaultd::ctl::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vaultctl: {e:#}");
+            // One line: the message, then each cause it does not already spell out
+            // (an error that prints its OS error would otherwise show it twice).
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !line.contains(&cause) {
+                    line.push_str(": ");
+                    line.push_str(&cause);
+                }
+            }
+            eprintln!("vaultctl: {line}");
             1
         }
     };
