@@ -252,8 +252,15 @@ impl AuditLog {
         line.push_str(",\"mac\":\"");
         line.push_str(&hex(&m));
         line.push_str("\"}\n");
-        file.write_all(line.as_bytes())
-            .map_err(|e| format!("cannot write audit log {}: {e}", self.path.display()))?;
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            // A short write (disk full) leaves a torn line that would break the
+            // chain for every later record: cut the file back to where it was.
+            let _ = file.set_len(fmeta.len());
+            return Err(format!(
+                "cannot write audit log {}: {e}",
+                self.path.display()
+            ));
+        }
         self.seq = rec.seq;
         self.head = m;
         let _ = self.tx.send(line.trim_end().to_string());

@@ -446,6 +446,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
         std::process::id(),
         u64::from_le_bytes(random()?)
     ));
+    let mut placed = false;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -460,6 +461,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
         drop(f);
         if replace {
             fs::rename(&tmp, path).map_err(|e| Error::io("replace vault", path, e))?;
+            placed = true;
         } else {
             fs::hard_link(&tmp, path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -470,6 +472,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
                     Error::io("create vault", path, e)
                 }
             })?;
+            placed = true;
             let _ = fs::remove_file(&tmp);
         }
         File::open(dir)
@@ -479,7 +482,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    match result {
+        // Say that the vault is as it was (disk full is the usual cause).
+        Err(Error::Io {
+            op,
+            path: p,
+            source,
+        }) if !placed => Err(Error::Io {
+            op,
+            path: p,
+            source: std::io::Error::new(
+                source.kind(),
+                format!(
+                    "{source}; the vault file {} was not changed: free some space (or fix the error) and retry",
+                    path.display()
+                ),
+            ),
+        }),
+        other => other,
+    }
 }
 
 #[cfg(test)]

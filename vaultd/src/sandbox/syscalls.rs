@@ -462,6 +462,10 @@ pub static ALLOWED: &[Entry] = &[
     ),
     sys!(SYS_writev, "socket writes (hyper, rustls), stderr"),
     sys!(SYS_lseek, "audit log: continue from its last line"),
+    sys!(
+        SYS_ftruncate,
+        "audit log: cut off a line that a full disk left half written"
+    ),
     sys!(SYS_close, "every descriptor"),
     sys!(
         SYS_fstat,
