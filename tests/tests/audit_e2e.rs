@@ -1,0 +1,250 @@
+//! Issue 3, rule 8 of the proxy path: every call is audited (a decision record
+//! written before the request leaves, a linked result record when it ends),
+//! the records carry DESIGN.md's fields and never a secret, and
+//! `vaultctl audit verify` finds every kind of tampering with the real log.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vaultd_tests::{TlsKind, Upstream, VaultEnv, assert_absent, assert_no_canary};
+
+const CANARY: &str = "CANARY-audit-0c7e5d3b9a18";
+
+fn policy(up: &Upstream, env: &VaultEnv) -> String {
+    format!(
+        r#"
+[[service]]
+name = "up"
+base_url = "{url}/api"
+auth = {{ type = "bearer", secret = "tok" }}
+ca_file = "{ca}"
+allow_private_network = true
+
+[[agent]]
+name = "a"
+
+[[capability]]
+name = "echo"
+service = "up"
+agents = ["a"]
+allow = ["GET /v1/**", "POST /v1/**"]
+deny = ["* /v1/admin/**"]
+"#,
+        url = up.url(),
+        ca = env.ca_file().display()
+    )
+}
+
+fn records(env: &VaultEnv) -> Vec<Value> {
+    std::fs::read_to_string(env.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn audit_records_every_call_and_verify_finds_every_tampering() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+
+    // The decision record is on disk before the request reaches the upstream:
+    // while the (slow) call is still in flight it is there, its result is not.
+    std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            mcp.execute(
+                json!({"capability": "echo", "method": "GET", "path": "/v1/slow",
+                               "query": {"ms": "1500"}}),
+            )
+            .assert_ok()
+        });
+        up.wait_for_requests(1, Duration::from_secs(10));
+        let recs = records(&env);
+        let last = recs.last().expect("a record");
+        assert_eq!(last["kind"], "decision", "{last}");
+        assert_eq!(last["path"], "/v1/slow", "{last}");
+        assert_eq!(last["decision"], "allowed", "{last}");
+        assert!(
+            !recs.iter().any(|r| r["kind"] == "result"),
+            "no result record while the call runs"
+        );
+        call.join().unwrap();
+    });
+    let recs = records(&env);
+    let (dec, res) = (&recs[recs.len() - 2], &recs[recs.len() - 1]);
+    assert_eq!(res["kind"], "result");
+    assert_eq!(
+        res["decision_seq"], dec["seq"],
+        "the result is linked to its decision"
+    );
+    assert!(res["duration_ms"].as_u64().unwrap() >= 1400, "{res}");
+
+    // More real calls: allowed with a reason, denied by a rule, refused as bad.
+    mcp.execute(
+        json!({"capability": "echo", "method": "POST", "path": "/v1/echo/x",
+                       "body": "body-never-logged", "reason": "issue 3 audit test"}),
+    )
+    .assert_ok();
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/admin/echo"}))
+        .assert_refused("denied_by_rule");
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/../admin"}))
+        .assert_refused("bad_request");
+    mcp.execute(
+        json!({"capability": "echo", "method": "POST", "path": "/v1/echo/y",
+                       "body": "second", "reason": "the last call"}),
+    )
+    .assert_ok();
+
+    // audit tail -n 2 --json: the decision and result of the last call, with DESIGN.md's fields.
+    let tail = env.ctl(&["audit", "tail", "-n", "2", "--json"]);
+    tail.assert_ok();
+    assert_absent(tail.stdout.as_bytes(), CANARY.as_bytes(), "audit tail");
+    assert!(!tail.stdout.contains("second"), "no body in the audit log");
+    let two = tail.json_lines();
+    assert_eq!(two.len(), 2, "{tail}");
+    let (dec, res) = (&two[0], &two[1]);
+    for (field, want) in [
+        ("kind", json!("decision")),
+        ("agent", json!("a")),
+        ("capability", json!("echo")),
+        ("method", json!("POST")),
+        ("path", json!("/v1/echo/y")),
+        ("decision", json!("allowed")),
+        ("rule", json!("allow POST /v1/**")),
+        ("reason", json!("the last call")),
+    ] {
+        assert_eq!(dec[field], want, "decision field {field}: {dec}");
+    }
+    for field in ["time", "seq", "peer_pid", "peer_uid", "mac"] {
+        assert!(!dec[field].is_null(), "decision lacks {field}: {dec}");
+    }
+    // The peer's executable is best effort: under landlock, vaultd may not
+    // read /proc/PID/exe of a process outside its domain. When present it
+    // names vault-mcp.
+    match dec["peer_exe"].as_str() {
+        Some(exe) => assert!(exe.ends_with("vault-mcp"), "the caller is vault-mcp: {dec}"),
+        None => println!("note: no peer_exe in the decision record (sandboxed daemon)"),
+    }
+    assert_eq!(dec["peer_uid"], json!(rustix::process::getuid().as_raw()));
+    for (field, want) in [
+        ("kind", json!("result")),
+        ("agent", json!("a")),
+        ("capability", json!("echo")),
+        ("method", json!("POST")),
+        ("path", json!("/v1/echo/y")),
+        ("status", json!(200)),
+        ("decision_seq", dec["seq"].clone()),
+        ("seq", json!(dec["seq"].as_u64().unwrap() + 1)),
+    ] {
+        assert_eq!(res[field], want, "result field {field}: {res}");
+    }
+    for field in ["time", "bytes", "duration_ms", "mac"] {
+        assert!(!res[field].is_null(), "result lacks {field}: {res}");
+    }
+    assert!(res["bytes"].as_u64().unwrap() > 0, "{res}");
+    // Denied and bad calls have their decision record too.
+    let recs = records(&env);
+    let denied: Vec<&Value> = recs.iter().filter(|r| r["decision"] == "denied").collect();
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert_eq!(denied[0]["code"], "denied_by_rule");
+    assert_eq!(denied[0]["rule"], "deny * /v1/admin/**");
+    assert_eq!(denied[1]["code"], "bad_request");
+    // The human form works too.
+    let human = env.ctl(&["audit", "tail", "-n", "2"]);
+    human.assert_ok();
+    assert!(
+        human.stdout.contains("/v1/echo/y") && human.stdout.contains("status=200"),
+        "{human}"
+    );
+
+    // verify passes on the real log.
+    let ok = env.ctl(&["audit", "verify"]);
+    ok.assert_ok();
+    assert!(ok.stdout.contains("chain intact"), "{ok}");
+
+    // Each kind of tampering, written in place (the file the daemon holds), then undone.
+    let path = env.audit_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let n = lines.len();
+    assert!(n >= 8, "{n} records");
+    let join = |ls: &[&str]| ls.join("\n") + "\n";
+    let deny_line = lines
+        .iter()
+        .position(|l| l.contains("\"decision\":\"denied\""))
+        .unwrap();
+    // A well-formed forgery: the last record, next seq, another path, mac last.
+    let last = lines[n - 1];
+    let seq = serde_json::from_str::<Value>(last).unwrap()["seq"]
+        .as_u64()
+        .unwrap();
+    let mac_at = last.rfind(",\"mac\":\"").unwrap();
+    let forged = last[..mac_at]
+        .replacen(
+            &format!("\"seq\":{seq},"),
+            &format!("\"seq\":{},", seq + 1),
+            1,
+        )
+        .replacen("\"path\":\"/v1/echo/y\"", "\"path\":\"/v1/innocent\"", 1)
+        + &format!(",\"mac\":\"{}\"}}", "ab".repeat(32));
+    assert!(forged.contains("/v1/innocent") && forged.contains(&format!("\"seq\":{}", seq + 1)));
+    let mut swapped = lines.clone();
+    swapped.swap(2, 3);
+    let mut removed = lines.clone();
+    removed.remove(n / 2);
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "an edited field (denied -> allowed)",
+            good.replacen("\"decision\":\"denied\"", "\"decision\":\"allowed\"", 1),
+        ),
+        (
+            "an edited field (status)",
+            good.replacen("\"status\":200", "\"status\":201", 1),
+        ),
+        (
+            "an edited path",
+            good.replacen("\"/v1/echo/x\"", "\"/v1/echo/z\"", 1),
+        ),
+        ("a removed line", join(&removed)),
+        ("the denied decision removed", {
+            let mut l = lines.clone();
+            l.remove(deny_line);
+            join(&l)
+        }),
+        ("two lines swapped", join(&swapped)),
+        ("a truncated last line", good[..good.len() - 20].to_string()),
+        ("the last line removed", join(&lines[..n - 1])),
+        ("a forged line appended", good.clone() + &forged + "\n"),
+        ("a line duplicated", {
+            let mut l = lines.clone();
+            l.insert(3, lines[2]);
+            join(&l)
+        }),
+    ];
+    for (what, text) in cases {
+        assert_ne!(text, good, "{what}: the tampering changed nothing");
+        std::fs::write(&path, &text).unwrap();
+        let out = env.ctl(&["audit", "verify"]);
+        out.assert_fail();
+        assert!(out.stderr.contains("FAILED verification"), "{what}: {out}");
+        println!("{what}: {}", out.stderr.trim());
+        std::fs::write(&path, &good).unwrap();
+        env.ctl(&["audit", "verify"]).assert_ok();
+    }
+
+    // The chain goes on after the checks.
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo"}))
+        .assert_ok();
+    let ok = env.ctl(&["audit", "verify"]);
+    ok.assert_ok();
+    assert!(ok.stdout.contains(&format!("{} records", n + 2)), "{ok}");
+
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
