@@ -1,0 +1,153 @@
+//! Issue 5: vaultd restarted under a running vault-mcp (DESIGN.md, "MCP tools":
+//! vault-mcp outlives vaultd). One MCP session (Python SDK -> vault-mcp) lives
+//! through the daemon's death and restart: while the daemon is down each call
+//! answers `unavailable` naming the start command; a new daemon answers
+//! `locked` until unlocked; then the same session works again. A call in
+//! flight when the daemon is killed is answered, not left hanging.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vaultd_tests::{TlsKind, ToolResult, Upstream, VaultEnv, assert_no_canary};
+
+const CANARY: &str = "CANARY-restart-4d2a9e71bc";
+const START_CMD: &str = "systemctl --user start vaultd";
+
+fn setup(up: &Upstream, env: &VaultEnv) -> (vaultd_tests::Daemon, String) {
+    env.allow_ports(&[up.port()]);
+    let d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&format!(
+        r#"
+[[service]]
+name = "up"
+base_url = "{url}/api"
+auth = {{ type = "bearer", secret = "tok" }}
+ca_file = "{ca}"
+allow_private_network = true
+
+[[agent]]
+name = "a"
+
+[[capability]]
+name = "echo"
+service = "up"
+agents = ["a"]
+allow = ["GET /echo/**", "GET /hang"]
+"#,
+        url = up.url(),
+        ca = env.ca_file().display()
+    ));
+    let token = env.add_agent("a");
+    (d, token)
+}
+
+fn echo() -> serde_json::Value {
+    json!({"capability": "echo", "method": "GET", "path": "/echo/x"})
+}
+
+#[track_caller]
+fn assert_unavailable_names_start(r: &ToolResult) {
+    r.assert_refused("unavailable");
+    assert!(
+        r.text.contains(START_CMD),
+        "`unavailable` must name the command that starts vaultd: {}",
+        r.text
+    );
+    assert!(!r.text.contains(CANARY));
+}
+
+#[test]
+fn same_mcp_session_works_after_vaultd_is_stopped_and_started_again() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (mut d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    mcp.execute(echo()).assert_ok();
+    assert_eq!(up.request_count(), 1);
+
+    let st = d.sigterm_and_wait();
+    assert!(st.success(), "vaultd must exit 0 on SIGTERM: {st:?}");
+
+    // Down: every tool answers `unavailable` promptly, naming the start command.
+    let t = Instant::now();
+    let r = mcp.call_timeout("execute", echo(), Duration::from_secs(10));
+    let took = t.elapsed();
+    assert_unavailable_names_start(&r);
+    assert!(took < Duration::from_secs(3), "unavailable took {took:?}");
+    assert_unavailable_names_start(&mcp.call("vault_status", json!({})));
+    assert_unavailable_names_start(&mcp.call("list_services", json!({})));
+    assert_eq!(up.request_count(), 1);
+    println!("daemon stopped: execute answered in {took:?}: {}", r.text);
+
+    // A new daemon starts locked: same session, `locked`.
+    let d2 = env.start_daemon();
+    mcp.execute(echo()).assert_refused("locked");
+    // Unlocked: the same session works again, without restarting the client.
+    env.unlock();
+    let t = Instant::now();
+    let r = mcp.execute(echo()).assert_ok();
+    println!("after restart + unlock: first call {:?}", t.elapsed());
+    assert_eq!(r["status"], 200);
+    assert_eq!(up.request_count(), 2);
+    assert_eq!(
+        up.requests()[1].header("authorization"),
+        Some(format!("Bearer {CANARY}").as_str())
+    );
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(st["state"], "unlocked");
+    assert!(mcp.protocol_errors().is_empty());
+    // The audit chain continues across the restart.
+    env.ctl(&["audit", "verify"]).assert_ok();
+
+    drop(mcp);
+    drop(d2);
+    drop(d);
+    assert_no_canary(&env, CANARY);
+}
+
+#[test]
+fn call_in_flight_when_vaultd_is_killed_is_answered_and_the_session_recovers() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (mut d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    mcp.execute(echo()).assert_ok();
+
+    std::thread::scope(|s| {
+        let hung = s.spawn(|| {
+            let t = Instant::now();
+            let r = mcp.call_timeout(
+                "execute",
+                json!({"capability": "echo", "method": "GET", "path": "/hang"}),
+                Duration::from_secs(20),
+            );
+            (r, t.elapsed())
+        });
+        up.wait_for_requests(2, Duration::from_secs(10));
+        let killed_at = Instant::now();
+        d.kill9();
+        let (r, _) = hung.join().unwrap();
+        let after_kill = killed_at.elapsed();
+        assert_unavailable_names_start(&r);
+        assert!(
+            after_kill < Duration::from_secs(3),
+            "the in-flight call was answered {after_kill:?} after the kill"
+        );
+        println!(
+            "in-flight call answered {after_kill:?} after SIGKILL: {}",
+            r.text
+        );
+    });
+    // The daemon's upstream connection died with it.
+    assert!(up.wait_open_connections_at_most(0, Duration::from_secs(3)));
+
+    let d2 = env.start_daemon();
+    env.unlock();
+    mcp.execute(echo()).assert_ok();
+    assert_eq!(up.request_count(), 3);
+
+    drop(mcp);
+    drop(d2);
+    assert_no_canary(&env, CANARY);
+}
