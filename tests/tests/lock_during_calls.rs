@@ -1,0 +1,222 @@
+//! Issue 3, rule 9 of the proxy path: `vaultctl lock` aborts every call in
+//! flight (MCP and gRPC clients alike), each returns `locked` promptly, their
+//! upstream connections are closed, no upstream request starts after `lock`
+//! returns, and calls made while locked never reach the upstream.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vaultd_tests::{TlsKind, Upstream, VaultEnv, assert_no_canary};
+
+const CANARY: &str = "CANARY-lock-4e1b7c0d9f26";
+
+fn policy(up: &Upstream, env: &VaultEnv) -> String {
+    format!(
+        r#"
+[[service]]
+name = "up"
+base_url = "{url}/api"
+auth = {{ type = "bearer", secret = "tok" }}
+ca_file = "{ca}"
+allow_private_network = true
+timeout = "60s"
+
+[[agent]]
+name = "a"
+
+[[capability]]
+name = "c"
+service = "up"
+agents = ["a"]
+allow = ["GET /v1/**"]
+"#,
+        url = up.url(),
+        ca = env.ca_file().display()
+    )
+}
+
+/// One `Execute` straight over gRPC (another client than vault-mcp); returns the status message.
+fn grpc_execute(env: &VaultEnv, token: &str, path: &str, query: &[(&str, &str)]) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = vault_proto::client::connect(&env.socket_path(), Duration::from_secs(5))
+            .await
+            .expect("connect to vaultd");
+        let r = c
+            .execute(vault_proto::v1::ExecuteRequest {
+                agent_token: token.to_string(),
+                capability: "c".into(),
+                method: "GET".into(),
+                path: path.into(),
+                query: query
+                    .iter()
+                    .map(|(k, v)| vault_proto::v1::Header {
+                        name: (*k).into(),
+                        value: (*v).into(),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(_) => "ok".to_string(),
+            Err(s) => s.message().to_string(),
+        }
+    })
+}
+
+#[test]
+fn lock_aborts_calls_in_flight_and_nothing_reaches_the_upstream_after() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+
+    // --- Phase 1: six slow calls in flight (4 through MCP, 2 over gRPC), then lock.
+    let mcp_calls = [
+        ("/v1/hang", None),
+        ("/v1/hang", None),
+        ("/v1/slow", Some("20000")),
+        ("/v1/slow", Some("20000")),
+    ];
+    let grpc_calls = [("/v1/hang", None), ("/v1/slow", Some("20000"))];
+    let total = mcp_calls.len() + grpc_calls.len();
+    let (lock_started, lock_out, outcomes) = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (path, ms) in mcp_calls {
+            let mcp = &mcp;
+            handles.push(s.spawn(move || {
+                let mut args = json!({"capability": "c", "method": "GET", "path": path});
+                if let Some(ms) = ms {
+                    args["query"] = json!({"ms": ms});
+                }
+                let r = mcp.call_timeout("execute", args, Duration::from_secs(60));
+                (format!("mcp {path}"), Instant::now(), r.text)
+            }));
+        }
+        for (path, ms) in grpc_calls {
+            let (env, token) = (&env, &token);
+            handles.push(s.spawn(move || {
+                let q: Vec<(&str, &str)> = ms.iter().map(|m| ("ms", *m)).collect();
+                let msg = grpc_execute(env, token, path, &q);
+                (format!("grpc {path}"), Instant::now(), msg)
+            }));
+        }
+        up.wait_for_requests(total, Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(100));
+        let lock_started = Instant::now();
+        let out = env.ctl(&["lock"]);
+        let lock_took = lock_started.elapsed();
+        println!("vaultctl lock took {lock_took:?}: {}", out.stdout.trim());
+        let outcomes: Vec<(String, Instant, String)> =
+            handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (lock_started, out, outcomes)
+    });
+    lock_out.assert_ok();
+    assert!(
+        lock_out
+            .stdout
+            .contains(&format!("({total} call(s) in flight aborted)")),
+        "{lock_out}"
+    );
+    let mut worst = Duration::ZERO;
+    for (who, at, text) in &outcomes {
+        let took = at.duration_since(lock_started);
+        worst = worst.max(took);
+        println!("{who}: returned {took:?} after lock started: {text}");
+        assert!(text.starts_with("locked: "), "{who}: {text}");
+        assert!(text.contains("vaultctl unlock"), "{who}: {text}");
+        assert!(took < Duration::from_secs(2), "{who} took {took:?}");
+    }
+    println!("slowest in-flight call returned `locked` {worst:?} after lock started");
+
+    // Nothing new reached the upstream after lock returned, and the aborted
+    // calls' connections were closed.
+    let (reqs, conns) = (up.request_count(), up.connections());
+    assert_eq!(reqs, total);
+    assert!(
+        up.wait_open_connections_at_most(0, Duration::from_secs(2)),
+        "{} upstream connection(s) still open after lock",
+        up.open_connections()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        up.request_count(),
+        reqs,
+        "a request reached the upstream after lock"
+    );
+    assert_eq!(
+        up.connections(),
+        conns,
+        "a connection was opened after lock"
+    );
+
+    // Calls made while locked are refused without touching the upstream.
+    for _ in 0..3 {
+        mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
+            .assert_refused("locked");
+    }
+    let msg = grpc_execute(&env, &token, "/v1/echo", &[]);
+    assert!(msg.starts_with("locked: "), "{msg}");
+    assert_eq!(up.request_count(), reqs);
+    assert_eq!(up.connections(), conns);
+
+    // --- Phase 2: a stream of fast calls racing the lock. Once `lock` has
+    // returned, no request may start upstream.
+    env.unlock();
+    up.clear();
+    let (after_lock, conns_after_lock, per_thread) = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            let mcp = &mcp;
+            handles.push(s.spawn(move || {
+                let (mut ok, mut locked) = (0, 0);
+                loop {
+                    let r = mcp
+                        .execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}));
+                    if r.is_error {
+                        assert_eq!(r.code(), Some("locked"), "{}", r.text);
+                        locked += 1;
+                        if locked >= 2 {
+                            break;
+                        }
+                    } else {
+                        ok += 1;
+                    }
+                }
+                (ok, locked)
+            }));
+        }
+        up.wait_for_requests(8, Duration::from_secs(20));
+        env.lock();
+        let after_lock = up.request_count();
+        let conns = up.connections();
+        let per_thread: Vec<(u32, u32)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (after_lock, conns, per_thread)
+    });
+    println!(
+        "racing calls (ok, locked) per thread: {per_thread:?}; {after_lock} requests before lock returned"
+    );
+    assert!(per_thread.iter().all(|(_, locked)| *locked >= 1));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        up.request_count(),
+        after_lock,
+        "a request started upstream after lock returned"
+    );
+    assert_eq!(
+        up.connections(),
+        conns_after_lock,
+        "a connection opened after lock returned"
+    );
+
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
