@@ -87,10 +87,12 @@ fn setup(up: &Upstream, env: &VaultEnv) -> (vaultd_tests::Daemon, String) {
 }
 
 /// Where the `[REDACTED]` marker must show up in a neutralised answer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Redacted {
     /// Nowhere in particular (the answer just must not carry a canary).
     No,
+    /// Nothing to redact; this response header must come back as it was sent.
+    HeaderIs(&'static str, String),
     /// In the UTF-8 body.
     Body,
     /// In the base64-encoded (binary) body, once decoded.
@@ -219,6 +221,11 @@ fn table(other_port: u16) -> Vec<Row> {
         ("truncated percent", "/v1/echo%4"),
         ("non-ASCII", "/v1/caf\u{e9}/echo"),
         ("empty path", ""),
+        ("single dot encoded", "/v1/%2E/echo"),
+        ("dot-dot then encoded ;", "/v1/%2E%2E%3B/admin/echo"),
+        ("dot-dot with trailing space", "/v1/..%20/admin/echo"),
+        ("dot-dot with trailing raw dots", "/v1/.../admin/echo"),
+        ("path over 8 KiB", &format!("/v1/{}", "a".repeat(9000))),
     ] {
         t.push(refused(n, "bear", get("bear", p, json!({})), BR));
     }
@@ -417,11 +424,51 @@ fn table(other_port: u16) -> Vec<Row> {
     t.push(sent(
         "redirect to another port is returned, not followed",
         "bear",
-        get("bear", "/v1/redirect", json!({"query": {"to": to}})),
+        get("bear", "/v1/redirect", json!({"query": {"to": to.clone()}})),
         "GET",
         "/api/v1/redirect",
         302,
-        Redacted::No,
+        Redacted::HeaderIs("location", to),
+    ));
+    t.push(sent(
+        "redirect to another host is returned, not followed",
+        "bear",
+        get(
+            "bear",
+            "/v1/redirect",
+            json!({"query": {"to": "https://evil.example/steal"}}),
+        ),
+        "GET",
+        "/api/v1/redirect",
+        302,
+        Redacted::HeaderIs("location", "https://evil.example/steal".to_string()),
+    ));
+    // --- query values cannot smuggle a second credential parameter
+    t.push(sent(
+        "credential param smuggled inside a value",
+        "qry",
+        get(
+            "qry",
+            "/v1/echo",
+            json!({"query": {"x": "1&api_key=attacker"}}),
+        ),
+        "GET",
+        "/q/v1/echo",
+        200,
+        Redacted::Body,
+    ));
+    t.push(sent(
+        "percent-encoded credential param name stays literal",
+        "qry",
+        get(
+            "qry",
+            "/v1/echo",
+            json!({"query": {"%61pi_key": "attacker"}}),
+        ),
+        "GET",
+        "/q/v1/echo",
+        200,
+        Redacted::Body,
     ));
     // --- echoes of the credential in every form
     for (cap, base) in [
@@ -504,7 +551,7 @@ fn check_sent(
     method: &str,
     path: &str,
     status: u64,
-    redacted: Redacted,
+    redacted: &Redacted,
 ) {
     let name = &row.name;
     assert!(!r.is_error, "[{name}] expected to be sent, got: {}", r.text);
@@ -538,6 +585,9 @@ fn check_sent(
     let (_, canary) = service_of(row.cap);
     match redacted {
         Redacted::No => {}
+        Redacted::HeaderIs(h, want) => {
+            assert_eq!(v["headers"][*h], json!(want), "[{name}] {v}");
+        }
         Redacted::Body => {
             assert_eq!(v["body_encoding"], "utf8", "[{name}] {v}");
             let body = v["body"].as_str().unwrap_or_default();
@@ -605,7 +655,7 @@ fn hostile_execute_calls_are_refused_or_neutralised() {
                 redacted,
             } => {
                 n_sent += 1;
-                check_sent(row, &r, &new, method, path, *status, *redacted);
+                check_sent(row, &r, &new, method, path, *status, redacted);
             }
         }
     }
