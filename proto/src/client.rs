@@ -138,6 +138,19 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
             if let Some(refused) = refused(socket, daemon_uid) {
                 return Err(refused);
             }
+            // The connection failed locally (no answer at all): if the socket no
+            // longer accepts connections, the daemon just went away.
+            if std::error::Error::source(&status).is_some()
+                && let Err(e) = UnixStream::connect(socket).await
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                )
+            {
+                return Err(ConnectError::NotRunning {
+                    path: socket.to_path_buf(),
+                });
+            }
             return Err(match status.code() {
                 tonic::Code::PermissionDenied => ConnectError::NotVaultd {
                     path: socket.to_path_buf(),

@@ -267,6 +267,17 @@ async fn connect() -> anyhow::Result<Client> {
 
 /// A gRPC status as one line for the user.
 fn rpc(e: tonic::Status) -> anyhow::Error {
+    // A status with a local cause is the connection failing (vaultd died or was
+    // killed mid-call), not an answer from the daemon.
+    if let Some(mut cause) = std::error::Error::source(&e) {
+        while let Some(deeper) = cause.source() {
+            cause = deeper;
+        }
+        return anyhow!(
+            "the connection to vaultd was lost during the call ({cause}); whether it took effect is unknown: check with `vaultctl status`; if vaultd is not running, {}",
+            client::START_HINT
+        );
+    }
     anyhow!("{}", e.message())
 }
 
