@@ -3,9 +3,12 @@
 //! Connections are accepted by [`accept_loop`], which asks the kernel for the
 //! peer's credentials (SO_PEERCRED) and drops any connection whose uid is not
 //! the daemon's own or listed in `allowed_uids` *before* tonic sees it, and
-//! logs the refusal. Each handler checks the credentials again from tonic's
-//! `UdsConnectInfo` (defence in depth) and maps internal errors to wire
-//! statuses in one place ([`status_of`]).
+//! logs the refusal. A connection then takes one of the daemon's connection
+//! slots only once it has sent the whole HTTP/2 client preface, within
+//! [`FIRST_BYTE_TIMEOUT`]: silent, slow or junk clients never hold a slot.
+//! Each handler checks the credentials again from tonic's `UdsConnectInfo`
+//! (defence in depth) and maps internal errors to wire statuses in one place
+//! ([`status_of`]).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -14,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
@@ -28,13 +31,34 @@ use crate::error::Error;
 use crate::proxy::{self, Peer, Refusal};
 use crate::secret::SecretBuf;
 
-/// How long a new connection may stay silent before it is dropped (a client
-/// that connects and never sends the HTTP/2 preface holds nothing for long).
+/// How long a new connection may take to send the HTTP/2 client preface
+/// before it is dropped (a client that connects and sends nothing, or sends
+/// it a byte at a time, holds nothing for long).
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection that holds one of the daemon's connection slots until it closes.
+/// What every HTTP/2 client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the client preface; false on junk, end of file or error. Reads no
+/// byte past the preface. (`UnixStream::readable` alone is not enough: tokio
+/// reports a freshly accepted socket readable at once.)
+async fn read_preface(stream: &mut UnixStream) -> bool {
+    let mut buf = [0u8; 24];
+    let mut got = 0;
+    while got < buf.len() {
+        match stream.read(&mut buf[got..]).await {
+            Ok(n) if n > 0 && buf[got..got + n] == H2_PREFACE[got..got + n] => got += n,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A connection that holds one of the daemon's connection slots until it
+/// closes. The preface already read from it is replayed first.
 pub struct SlotStream {
     inner: UnixStream,
+    replayed: usize,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -51,7 +75,14 @@ impl AsyncRead for SlotStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this.replayed < H2_PREFACE.len() {
+            let n = (H2_PREFACE.len() - this.replayed).min(buf.remaining());
+            buf.put_slice(&H2_PREFACE[this.replayed..this.replayed + n]);
+            this.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -72,8 +103,9 @@ impl AsyncWrite for SlotStream {
 }
 
 /// Accepts connections and forwards those from allowed uids to tonic, at most
-/// `max_connections` at once (more wait for a slot); a connection that sends
-/// nothing within [`FIRST_BYTE_TIMEOUT`] is dropped without taking a slot.
+/// `max_connections` at once (more wait for a slot); a connection that does
+/// not send the HTTP/2 preface within [`FIRST_BYTE_TIMEOUT`] is dropped
+/// without taking a slot.
 pub async fn accept_loop(
     listener: UnixListener,
     allowed: Vec<u32>,
@@ -82,7 +114,7 @@ pub async fn accept_loop(
 ) {
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
-        let stream = match listener.accept().await {
+        let mut stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -95,19 +127,23 @@ pub async fn accept_loop(
                 let (tx, slots) = (tx.clone(), slots.clone());
                 // A silent connection holds an fd for at most FIRST_BYTE_TIMEOUT and no slot.
                 tokio::spawn(async move {
-                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.readable()).await {
-                        Ok(Ok(())) => {
+                    match tokio::time::timeout(FIRST_BYTE_TIMEOUT, read_preface(&mut stream)).await
+                    {
+                        Ok(true) => {
                             let Ok(slot) = slots.acquire_owned().await else {
                                 return;
                             };
                             let _ = tx
                                 .send(Ok(SlotStream {
                                     inner: stream,
+                                    replayed: 0,
                                     _slot: slot,
                                 }))
                                 .await;
                         }
-                        _ => tracing::debug!("dropped a connection that sent nothing"),
+                        _ => tracing::debug!(
+                            "dropped a connection that did not send the HTTP/2 preface in time"
+                        ),
                     }
                 });
             }
