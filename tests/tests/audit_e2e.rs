@@ -248,3 +248,52 @@ fn audit_records_every_call_and_verify_finds_every_tampering() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+#[test]
+fn records_cut_off_while_locked_are_found_after_unlock() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo"}))
+        .assert_ok();
+    env.ctl(&["audit", "verify"]).assert_ok();
+    // A lock and unlock with the log untouched (and a call aborted by the
+    // lock, whose result record lands after the lock record) verify cleanly.
+    std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/hang"}))
+        });
+        up.wait_for_requests(2, Duration::from_secs(10));
+        env.lock();
+        call.join().unwrap().assert_refused("locked");
+    });
+    env.unlock();
+    env.ctl(&["audit", "verify"]).assert_ok();
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo/secret-plan"}))
+        .assert_ok();
+
+    // While locked, the agent cuts its last call (decision, result) and the
+    // lock record off the end of the log.
+    env.lock();
+    let path = env.audit_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[lines.len() - 1].contains("\"event\":\"lock\""));
+    assert!(lines[lines.len() - 2].contains("/v1/echo/secret-plan"));
+    let cut = lines[..lines.len() - 3].join("\n") + "\n";
+    std::fs::write(&path, cut).unwrap();
+
+    env.unlock();
+    let out = env.ctl(&["audit", "verify"]);
+    println!("{out}");
+    out.assert_fail();
+    assert!(out.stderr.contains("FAILED verification"), "{out}");
+
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}

@@ -105,8 +105,30 @@ pub struct AuditLog {
     head: [u8; 32],
     /// Why the last write failed, until one succeeds.
     error: Option<String>,
+    /// Set when the log did not end where this daemon left it at the last
+    /// lock: records were cut off or the file was replaced while locked.
+    /// Reported by every `verify` until the daemon restarts.
+    gap: Option<String>,
+    /// Receives the chain's head when this writer is dropped (at lock).
+    head_slot: Option<HeadSlot>,
     tx: tokio::sync::broadcast::Sender<String>,
 }
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Some(slot) = &self.head_slot {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.seq, self.head));
+        }
+    }
+}
+
+/// Where the chain stands: the last record's seq and MAC. Not secret (the
+/// MAC is in the file); kept by the daemon across `lock` so that records cut
+/// off the end while it was locked are found after `unlock`.
+pub type ChainHead = (u64, [u8; 32]);
+
+/// Where a dropped writer leaves its [`ChainHead`] for the next one.
+pub type HeadSlot = std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>;
 
 /// Derives the audit MAC key from the vault's data key.
 pub fn derive_key(data_key: &SecretBuf) -> Result<SecretBuf> {
@@ -170,6 +192,8 @@ impl AuditLog {
             seq: 0,
             head: [0; 32],
             error: None,
+            gap: None,
+            head_slot: None,
             tx,
         };
         log.reopen()?;
@@ -267,6 +291,34 @@ impl AuditLog {
         Ok(rec.seq)
     }
 
+    /// The chain's current head.
+    pub fn head(&self) -> ChainHead {
+        (self.seq, self.head)
+    }
+
+    /// Links this writer to `slot`, right after [`AuditLog::open`]: checks
+    /// that the log ends exactly where the previous writer (dropped at the
+    /// last `lock`) left it, and leaves this writer's head there when it is
+    /// dropped in turn. Nothing is written while locked, so a difference
+    /// means records were removed from the end or the file was replaced;
+    /// `verify` reports it from then on.
+    pub fn chain_from(&mut self, slot: &HeadSlot) {
+        let expected = *slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(expected) = expected {
+            self.expect_head(expected);
+        }
+        self.head_slot = Some(slot.clone());
+    }
+
+    fn expect_head(&mut self, expected: ChainHead) {
+        if self.head() != expected {
+            self.gap = Some(format!(
+                "the log ended at record {} when the vault was last locked, but at unlock it ended at record {}: records were removed from the end or the file was replaced while the vault was locked",
+                expected.0, self.seq
+            ));
+        }
+    }
+
     /// Why the last write failed, if it did.
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
@@ -285,6 +337,9 @@ impl AuditLog {
     /// Verifies the whole file against the key and this writer's head.
     pub fn verify(&self) -> Verification {
         let mut v = verify_file(&self.path, &self.key);
+        if v.problem.is_none() {
+            v.problem.clone_from(&self.gap);
+        }
         if v.problem.is_none() && (v.last_seq, v.last_mac) != (self.seq, self.head) {
             v.problem = Some(format!(
                 "the log ends at record {} but vaultd wrote up to record {}: records were removed from the end or the file was replaced",
@@ -438,6 +493,49 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             assert!(log.verify().problem.is_some(), "{what} not detected");
         }
+    }
+
+    #[test]
+    fn records_cut_while_locked_are_reported_after_reopen() {
+        let (_d, path, key) = setup();
+        let slot = HeadSlot::default();
+        let mut log = AuditLog::open(&path, &key).unwrap();
+        log.chain_from(&slot);
+        for _ in 0..4 {
+            log.append(Record {
+                kind: "admin".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        drop(log); // locked: the writer is gone, its head kept
+        assert_eq!(slot.lock().unwrap().map(|h| h.0), Some(4));
+        let good = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        std::fs::write(&path, [lines[0], lines[1]].join("\n") + "\n").unwrap();
+        let mut log = AuditLog::open(&path, &key).unwrap();
+        log.chain_from(&slot.clone());
+        let problem = log.verify().problem.expect("the cut is reported");
+        assert!(
+            problem.contains("record 4") && problem.contains("record 2"),
+            "{problem}"
+        );
+        // Still reported after more records are written.
+        log.append(Record {
+            kind: "admin".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(log.verify().problem.is_some());
+        // An untouched log reopens cleanly.
+        let slot = HeadSlot::default();
+        std::fs::write(&path, &good).unwrap();
+        let mut log = AuditLog::open(&path, &key).unwrap();
+        log.chain_from(&slot);
+        drop(log);
+        let mut log = AuditLog::open(&path, &key).unwrap();
+        log.chain_from(&slot);
+        assert!(log.verify().problem.is_none(), "{:?}", log.verify().problem);
     }
 
     #[test]

@@ -132,6 +132,9 @@ pub struct Daemon {
     pub seccomp_status: String,
     /// Calls in flight (for `lock`'s report).
     pub in_flight: AtomicU64,
+    /// The audit chain's head when the last writer was dropped (at lock),
+    /// checked at the next unlock.
+    audit_head: crate::audit::HeadSlot,
 }
 
 /// Throttle after `n` consecutive wrong passphrases.
@@ -206,6 +209,7 @@ impl Daemon {
             landlock_status: "not applied".into(),
             seccomp_status: "not applied".into(),
             in_flight: AtomicU64::new(0),
+            audit_head: Default::default(),
         }
     }
 
@@ -395,7 +399,8 @@ impl Daemon {
         if self.unlocked().is_some() {
             return Ok(());
         }
-        let audit = AuditLog::open(&self.dirs.audit_file, &opened.data_key)?;
+        let mut audit = AuditLog::open(&self.dirs.audit_file, &opened.data_key)?;
+        audit.chain_from(&self.audit_head);
         let shared = Arc::new(Shared {
             audit: Mutex::new(audit),
             lock_cancel: CancellationToken::new(),
