@@ -7,7 +7,8 @@
 //! the k-th call has started (k advancing by a seeded 8..20), plus a seeded
 //! 0..150 ms. Where in the daemon's work each kill lands depends on timing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -42,6 +43,23 @@ fn value(i: usize) -> String {
     format!("CANARY-crash-{i:03}-7d1f0e9c")
 }
 
+/// Names of the temporary vault files (`.vault.bin.tmp-*`) in VAULTD_HOME.
+fn temp_names(env: &VaultEnv) -> HashSet<OsString> {
+    std::fs::read_dir(env.home())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().contains(".tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How many temporary vault files exist that are not in `stale`.
+fn new_temp_files(env: &VaultEnv, stale: &HashSet<OsString>) -> usize {
+    temp_names(env).difference(stale).count()
+}
+
 #[test]
 fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
     let t0 = Instant::now();
@@ -60,6 +78,7 @@ fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
     let acked = Mutex::new(Vec::<usize>::new());
     let failures = Mutex::new(BTreeMap::<String, usize>::new());
     let kills = Mutex::new(Vec::<(usize, u64, Duration)>::new());
+    let during_write = AtomicUsize::new(0);
 
     std::thread::scope(|s| {
         for _ in 0..WORKERS {
@@ -104,6 +123,8 @@ fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
             let mut rng = Rng(SEED);
             let mut daemon = first;
             let mut kill_at = rng.range(8, 20) as usize;
+            // Temporary files left by earlier kills.
+            let mut stale = temp_names(&env);
             loop {
                 while started.load(Ordering::SeqCst) < kill_at
                     && workers_done.load(Ordering::SeqCst) < WORKERS
@@ -116,14 +137,31 @@ fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
                 {
                     break;
                 }
-                let delay = rng.range(0, 150);
-                std::thread::sleep(Duration::from_millis(delay));
+                // Half the kills (seeded) wait for the daemon to be writing the
+                // vault (its temporary file exists) and strike at once; the
+                // others strike a seeded 0..150 ms later, mostly mid-KDF.
+                let on_write = rng.next() % 2 == 0;
+                let delay = if on_write {
+                    let deadline = Instant::now() + Duration::from_secs(3);
+                    while new_temp_files(&env, &stale) == 0 && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
+                    0
+                } else {
+                    let d = rng.range(0, 150);
+                    std::thread::sleep(Duration::from_millis(d));
+                    d
+                };
                 let _g = gate.write().unwrap();
                 daemon.kill9();
+                if new_temp_files(&env, &stale) > 0 {
+                    during_write.fetch_add(1, Ordering::SeqCst);
+                }
                 let t = Instant::now();
                 daemon = env.start_daemon();
                 // The vault always unlocks after a crash.
                 env.unlock();
+                stale = temp_names(&env);
                 kills
                     .lock()
                     .unwrap()
@@ -176,14 +214,15 @@ fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
         acked.len()
     );
 
-    let temp_left = std::fs::read_dir(env.home())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-        .count();
+    let temp_left = temp_names(&env).len();
+    let during_write = during_write.into_inner();
+    assert!(
+        during_write >= 1,
+        "no kill landed while the vault was being written"
+    );
     let restart_ms: Vec<u128> = kills.iter().map(|k| k.2.as_millis()).collect();
     eprintln!(
-        "kill -9 test: {CALLS} calls ({WORKERS} at a time), {} acknowledged (all present), {failed} failed, {} listed; {} kills (restart+unlock ms: {restart_ms:?}); {temp_left} temporary file(s) left behind; {:.1} s",
+        "kill -9 test: {CALLS} calls ({WORKERS} at a time), {} acknowledged (all present), {failed} failed, {} listed; {} kills, {during_write} of them while a vault write was under way (restart+unlock ms: {restart_ms:?}); {temp_left} temporary file(s) left behind; {:.1} s",
         acked.len(),
         listed.len(),
         kills.len(),
