@@ -1005,3 +1005,155 @@ fn bad_input_socket_of_another_program() {
     let line = fails_with(&out, &["does not answer as vaultd", "restart vaultd"]);
     eprintln!("another program: {line}");
 }
+
+// ---------------------------------------------------------------------------
+// 5b. An attacker who also fixes up the trailing checksum gets only a refusal.
+
+/// SHA-256 through coreutils' `sha256sum` (the tests crate has no hash crate).
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run sha256sum");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hex = String::from_utf8(out.stdout).unwrap();
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn fixed_up_checksum_is_still_refused() {
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    env.set_secret("github-token", b"CANARY-fixup-2b3c4d5e6f");
+    env.lock();
+    let path = env.vault_path();
+    let good = read(&path);
+    let len = good.len();
+    assert_eq!(
+        sha256(&good[..len - 32]),
+        &good[len - 32..],
+        "trailer is SHA-256"
+    );
+    // (what, byte, whether the refusal can name tampering: a changed salt or
+    // wrapped key is indistinguishable from a wrong passphrase)
+    let cases = [
+        ("magic", 0, true),
+        ("format version", 8, true),
+        ("KDF id", 10, true),
+        ("salt", 40, false),
+        ("wrapped key", 90, false),
+        ("wrap tag", 120, false),
+        ("body nonce", 140, true),
+        ("body", 160, true),
+        ("body tag", len - 33, true),
+    ];
+    for (what, pos, names_tampering) in cases {
+        let mut bad = good.clone();
+        bad[pos] ^= 0x01;
+        let sum = sha256(&bad[..len - 32]);
+        bad[len - 32..].copy_from_slice(&sum);
+        std::fs::write(&path, &bad).unwrap();
+        let out = env.ctl_pass(&["unlock"]);
+        let line = fails_with(&out, &["was not changed"]);
+        if names_tampering {
+            assert!(
+                line.contains("tampered") || line.contains("not a vaultd vault file"),
+                "{what}: {line}"
+            );
+        } else {
+            assert!(line.contains("wrong passphrase"), "{what}: {line}");
+        }
+        assert_eq!(read(&path), bad, "{what}: the file was rewritten");
+        assert_eq!(env.status_json()["state"], "locked", "{what}");
+        // A good unlock resets the wrong-passphrase throttle.
+        std::fs::write(&path, &good).unwrap();
+        env.unlock();
+        env.lock();
+    }
+    assert_no_canary(&env, "CANARY-fixup-2b3c4d5e6f");
+}
+
+// ---------------------------------------------------------------------------
+// A full disk: the write fails naming the OS error, the old vault stays.
+
+/// A tmpfs mounted over a directory, unmounted (lazily) on drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn disk_full_keeps_the_old_vault() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let env = VaultEnv::new();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(env.home())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    // Declared before the daemon: dropped (unmounted) after it is killed.
+    let _mnt = Tmpfs(env.home().to_path_buf());
+    let _d = env.start_unlocked();
+    env.set_secret("github-token", b"CANARY-diskfull-3c4d5e6f70");
+    let before = read(&env.vault_path());
+
+    // Fill the file system.
+    let filler = env.home().join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let big = vec![b'v'; 64 * 1024];
+    let out = env
+        .ctl_cmd(&["secret", "set", "big", "--from-stdin"])
+        .passphrase(PASSPHRASE)
+        .stdin(&big)
+        .run();
+    let line = fails_with(&out, &["No space left on device"]);
+    eprintln!("disk full: {line}");
+    assert_eq!(
+        read(&env.vault_path()),
+        before,
+        "the old vault was not kept"
+    );
+    let temps: Vec<_> = std::fs::read_dir(env.home())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "temporary file left: {temps:?}");
+    assert_eq!(secret_names(&env), ["github-token"]);
+
+    // Space again: the same write succeeds, and the vault still opens.
+    std::fs::remove_file(&filler).unwrap();
+    env.ctl_cmd(&["secret", "set", "big", "--from-stdin"])
+        .passphrase(PASSPHRASE)
+        .stdin(&big)
+        .run()
+        .assert_ok();
+    env.lock();
+    env.unlock();
+    assert_eq!(secret_names(&env), ["big", "github-token"]);
+    assert_no_canary(&env, "CANARY-diskfull-3c4d5e6f70");
+}
