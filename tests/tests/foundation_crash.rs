@@ -140,7 +140,7 @@ fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
                 // Half the kills (seeded) wait for the daemon to be writing the
                 // vault (its temporary file exists) and strike at once; the
                 // others strike a seeded 0..150 ms later, mostly mid-KDF.
-                let on_write = rng.next() % 2 == 0;
+                let on_write = rng.next().is_multiple_of(2);
                 let delay = if on_write {
                     let deadline = Instant::now() + Duration::from_secs(3);
                     while new_temp_files(&env, &stale) == 0 && Instant::now() < deadline {
