@@ -20,6 +20,10 @@ const HEADER: &str = "CANARY-hdr-8c2b4e6f1a03";
 const BASIC: &str = "CANARY-basic-6d1f0a9e3b72";
 const CANARIES: [&str; 4] = [BEARER, QUERY, HEADER, BASIC];
 
+/// `max_response_bytes` of the service `cut` (same upstream, base path and
+/// credential as `bear`).
+const CUT_AT: usize = 400;
+
 /// The four services: (capability = service name, base path, its canary).
 const SERVICES: [(&str, &str, &str); 4] = [
     ("bear", "/api", BEARER),
@@ -49,7 +53,25 @@ fn policy(up: &Upstream, env: &VaultEnv) -> String {
             r#"{ type = "basic", username = "user", secret = "s-bas" }"#,
         ),
     ];
-    let mut p = String::from("[[agent]]\nname = \"a\"\n");
+    let mut p = format!(
+        r#"[[agent]]
+name = "a"
+
+[[service]]
+name = "cut"
+base_url = "{url}/api"
+auth = {{ type = "bearer", secret = "s-bear" }}
+ca_file = "{ca}"
+allow_private_network = true
+max_response_bytes = {CUT_AT}
+
+[[capability]]
+name = "cut"
+service = "cut"
+agents = ["a"]
+allow = ["POST /v1/**"]
+"#
+    );
     for (name, base, auth) in auths {
         p.push_str(&format!(
             r#"
@@ -828,4 +850,80 @@ fn each_auth_kind_is_injected_exactly_once_in_its_place() {
     for canary in CANARIES {
         assert_no_canary(&env, canary);
     }
+}
+
+/// A request body that moves everything after the echo's leading `"body"`
+/// and `"body_b64"` fields by exactly `shift` bytes: `n` bytes of body take
+/// `n + k` bytes in the JSON string (k of them are `"`, escaped as `\"`) and
+/// `4 * ceil(n / 3)` in base64. Every shift from 21 on can be reached.
+fn pad_body(shift: usize) -> String {
+    for n in 0..=shift {
+        let base = n + 4 * n.div_ceil(3);
+        if base <= shift && shift - base <= n {
+            let quotes = shift - base;
+            return "\"".repeat(quotes) + &"x".repeat(n - quotes);
+        }
+    }
+    panic!("shift {shift} cannot be reached");
+}
+
+#[test]
+fn a_body_cut_inside_an_echoed_credential_never_shows_its_start() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    let forms = forms::needle_forms(BEARER.as_bytes());
+    let mut cuts = 0;
+    for route in [
+        "echo",
+        "echo-hex",
+        "echo-hex-upper",
+        "echo-b64",
+        "echo-urlenc",
+    ] {
+        let call = |cap: &str, body: &str| {
+            mcp.execute(
+                json!({"capability": cap, "method": "POST", "path": format!("/v1/{route}"),
+                               "body": body}),
+            )
+            .assert_ok()
+        };
+        // Where the first echoed form starts in the whole body (same request,
+        // uncut): the scrubbed body has `[REDACTED]` at that very offset.
+        let whole = call("bear", "");
+        let text = whole["body"].as_str().unwrap();
+        let start = text.find("[REDACTED]").expect("an echoed form");
+        let span = 2 * BEARER.len() + 2;
+        let first = CUT_AT - start - span;
+        let mut tail_redacted = 0;
+        for shift in first..first + span + 4 {
+            let r = call("cut", &pad_body(shift));
+            assert_eq!(r["truncated"], true, "{route} shift {shift}: {r}");
+            let body = r["body"].as_str().unwrap().as_bytes();
+            assert_absent(body, BEARER.as_bytes(), &format!("{route} shift {shift}"));
+            // No trailing piece of any form is left, however short.
+            for (label, f) in &forms {
+                for k in 2..f.len() {
+                    assert!(
+                        !body.ends_with(&f[..k]),
+                        "{route} shift {shift}: the body ends with the first {k} bytes of the {label} form: ...{}",
+                        String::from_utf8_lossy(&body[body.len().saturating_sub(60)..])
+                    );
+                }
+            }
+            if body.ends_with(b"[REDACTED]") {
+                tail_redacted += 1;
+            }
+            cuts += 1;
+        }
+        println!("{route}: {tail_redacted} cut(s) fell inside the echoed credential");
+        assert!(
+            tail_redacted >= 5,
+            "{route}: the sweep must put the cut inside the credential"
+        );
+    }
+    println!("{cuts} bodies cut around an echoed credential");
+    drop(mcp);
+    assert_no_canary(&env, BEARER);
 }
