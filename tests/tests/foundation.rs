@@ -722,12 +722,36 @@ fn one_flipped_byte_is_reported_as_tampering() {
 // ---------------------------------------------------------------------------
 // 7. `lock` ends a daemon that does not answer.
 
+/// Pids of running `vaultd` processes (any) whose environment names this
+/// env's VAULTD_HOME (readable for processes of our uid, or all as root).
+fn vaultd_processes_of(env: &VaultEnv) -> Vec<u32> {
+    let mut needle = b"VAULTD_HOME=".to_vec();
+    needle.extend_from_slice(env.home().as_os_str().as_encoded_bytes());
+    needle.push(0);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            exe.is_some_and(|p| p.file_name().is_some_and(|n| n == "vaultd"))
+                && std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
 #[test]
 fn lock_ends_a_stopped_daemon() {
     let env = VaultEnv::new();
     let mut daemon = env.start_unlocked();
     env.set_secret("github-token", b"CANARY-stopped-6a5b4c3d2e");
     let pid = daemon.pid();
+    assert_eq!(
+        vaultd_processes_of(&env),
+        [pid],
+        "the /proc scan finds the daemon"
+    );
     daemon.sigstop();
 
     let t0 = Instant::now();
@@ -750,6 +774,11 @@ fn lock_ends_a_stopped_daemon() {
         "{out}"
     );
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    let left = vaultd_processes_of(&env);
+    assert!(
+        left.is_empty(),
+        "vaultd processes of this vault still run: {left:?}"
+    );
     eprintln!(
         "lock of a stopped vaultd: process gone after {:.0} ms, vaultctl lock returned after {:.0} ms",
         gone_after.as_secs_f64() * 1e3,
