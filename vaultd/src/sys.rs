@@ -35,6 +35,12 @@ pub fn harden_process() -> io::Result<()> {
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    // Blocks of 4 MiB and more (the argon2 work area of every passphrase check,
+    // large bodies) are mapped and unmapped instead of carved from the heap:
+    // with glibc's dynamic threshold a freed KDF area of up to 32 MiB stayed
+    // resident, and vaultd grew by the KDF size at every passphrase operation.
+    // SAFETY: mallopt takes two plain integers; a refusal (0) only keeps the default.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
     Ok(())
 }
 
