@@ -103,6 +103,28 @@ pub fn channel(socket: &Path) -> Channel {
 
 /// Dials the socket and checks the protocol version within `timeout`.
 pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, ConnectError> {
+    match connect_once(socket, timeout).await {
+        // The connection broke before any answer while the socket still accepts:
+        // most likely the daemon was replaced between our dial and the handshake
+        // (a restart). One more try tells that apart from a program that is not vaultd.
+        Err(Failure::Broken(_)) => match connect_once(socket, timeout).await {
+            Ok(c) => Ok(c),
+            Err(Failure::Final(e) | Failure::Broken(e)) => Err(e),
+        },
+        Ok(c) => Ok(c),
+        Err(Failure::Final(e)) => Err(e),
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// For good.
+    Final(ConnectError),
+    /// The connection broke locally before any answer, and the socket still accepts.
+    Broken(ConnectError),
+}
+
+async fn connect_once(socket: &Path, timeout: Duration) -> Result<Client, Failure> {
     // Dial once ourselves so that "not running" is told apart from other failures.
     let daemon_uid = match UnixStream::connect(socket).await {
         Ok(probe) => probe.peer_cred().ok().map(|c| c.uid()),
@@ -112,15 +134,15 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Err(ConnectError::NotRunning {
+            return Err(Failure::Final(ConnectError::NotRunning {
                 path: socket.to_path_buf(),
-            });
+            }));
         }
         Err(source) => {
-            return Err(ConnectError::Connect {
+            return Err(Failure::Final(ConnectError::Connect {
                 path: socket.to_path_buf(),
                 source,
-            });
+            }));
         }
     };
     let mut client = VaultClient::new(channel(socket));
@@ -129,47 +151,49 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<Client, Connect
     });
     let reply = match tokio::time::timeout(timeout, hello).await {
         Err(_) => {
-            return Err(ConnectError::Timeout {
+            return Err(Failure::Final(ConnectError::Timeout {
                 path: socket.to_path_buf(),
                 timeout,
-            });
+            }));
         }
         Ok(Err(status)) => {
             if let Some(refused) = refused(socket, daemon_uid) {
-                return Err(refused);
+                return Err(Failure::Final(refused));
             }
-            // The connection failed locally (no answer at all): if the socket no
-            // longer accepts connections, the daemon just went away.
-            if std::error::Error::source(&status).is_some()
-                && let Err(e) = UnixStream::connect(socket).await
-                && matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                )
-            {
-                return Err(ConnectError::NotRunning {
-                    path: socket.to_path_buf(),
-                });
+            let not_vaultd = ConnectError::NotVaultd {
+                path: socket.to_path_buf(),
+                detail: match status.code() {
+                    tonic::Code::PermissionDenied => status.message().to_string(),
+                    _ => format!("{:?}: {}", status.code(), status.message()),
+                },
+            };
+            // A status with a local cause: the connection failed with no answer.
+            if std::error::Error::source(&status).is_none() {
+                return Err(Failure::Final(not_vaultd));
             }
-            return Err(match status.code() {
-                tonic::Code::PermissionDenied => ConnectError::NotVaultd {
-                    path: socket.to_path_buf(),
-                    detail: status.message().to_string(),
-                },
-                _ => ConnectError::NotVaultd {
-                    path: socket.to_path_buf(),
-                    detail: format!("{:?}: {}", status.code(), status.message()),
-                },
+            // If the socket no longer accepts connections, the daemon just went away.
+            return Err(match UnixStream::connect(socket).await {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    Failure::Final(ConnectError::NotRunning {
+                        path: socket.to_path_buf(),
+                    })
+                }
+                _ => Failure::Broken(not_vaultd),
             });
         }
         Ok(Ok(reply)) => reply.into_inner(),
     };
     if reply.protocol != PROTOCOL_VERSION {
-        return Err(ConnectError::VersionMismatch {
+        return Err(Failure::Final(ConnectError::VersionMismatch {
             path: socket.to_path_buf(),
             daemon: reply.protocol,
             daemon_version: reply.daemon_version,
-        });
+        }));
     }
     Ok(client)
 }
