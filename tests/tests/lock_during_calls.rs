@@ -220,3 +220,58 @@ fn lock_aborts_calls_in_flight_and_nothing_reaches_the_upstream_after() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+#[test]
+fn agent_rm_aborts_that_agents_calls_only() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    let policy = format!(
+        "[[agent]]\nname = \"b\"\n{}",
+        policy(&up, &env).replace("agents = [\"a\"]", "agents = [\"a\", \"b\"]")
+    );
+    env.apply_policy(&policy);
+    let (ta, tb) = (env.add_agent("a"), env.add_agent("b"));
+    let (ma, mb) = (env.mcp(&ta), env.mcp(&tb));
+    let hang = json!({"capability": "c", "method": "GET", "path": "/v1/hang"});
+    std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            (
+                ma.call_timeout("execute", hang.clone(), Duration::from_secs(60)),
+                Instant::now(),
+            )
+        });
+        let b = s.spawn(|| {
+            (
+                mb.call_timeout("execute", hang.clone(), Duration::from_secs(60)),
+                Instant::now(),
+            )
+        });
+        up.wait_for_requests(2, Duration::from_secs(20));
+        let started = Instant::now();
+        let out = env.ctl_pass(&["agent", "rm", "a"]);
+        out.assert_ok();
+        assert!(
+            out.stdout.contains("(1 call(s) in flight aborted)"),
+            "{out}"
+        );
+        let (ra, at) = a.join().unwrap();
+        let took = at.duration_since(started);
+        println!(
+            "agent a's call returned {took:?} after `agent rm` started: {}",
+            ra.text
+        );
+        ra.assert_refused("unknown_agent");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // b's call is still in flight: only a lock ends it.
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!b.is_finished(), "agent b's call was aborted too");
+        env.lock();
+        b.join().unwrap().0.assert_refused("locked");
+    });
+    assert_eq!(up.request_count(), 2);
+    drop((ma, mb));
+    assert_no_canary(&env, CANARY);
+}

@@ -84,14 +84,18 @@ pub struct Shared {
     /// Cancelled by `lock`: every call in flight ends with `locked`.
     pub lock_cancel: CancellationToken,
     /// Per-agent cancellation, cancelled by `agent rm`.
-    pub agent_cancel: Mutex<HashMap<String, CancellationToken>>,
+    /// Per agent: the token that aborts its calls, and a handle each call
+    /// holds while it runs (so `agent rm` can tell how many it aborted).
+    pub agent_cancel: Mutex<HashMap<String, (CancellationToken, Arc<()>)>>,
     /// Rate limit buckets.
     pub limiter: Limiter,
 }
 
 impl Shared {
-    /// The cancellation token of `agent` (created on first use).
-    pub fn agent_token(&self, agent: &str) -> CancellationToken {
+    /// The cancellation token of `agent` (created on first use), and a
+    /// handle that counts the caller as one of the agent's calls in flight
+    /// for as long as it is held.
+    pub fn agent_token(&self, agent: &str) -> (CancellationToken, Arc<()>) {
         self.agent_cancel
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -630,7 +634,7 @@ impl Daemon {
     }
 
     /// Removes an agent and aborts its calls in flight; returns how many were running.
-    pub async fn remove_agent(&self, passphrase: SecretBuf, name: String) -> Result<()> {
+    pub async fn remove_agent(&self, passphrase: SecretBuf, name: String) -> Result<u32> {
         let event = format!("agent rm {name}");
         let n2 = name.clone();
         self.change(passphrase, event, move |data, _, _| {
@@ -641,19 +645,21 @@ impl Daemon {
             })
         })
         .await?;
+        let mut aborted = 0;
         if let Some(u) = self.unlocked() {
-            if let Some(t) = u
+            if let Some((t, calls)) = u
                 .shared
                 .agent_cancel
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name)
             {
+                aborted = u32::try_from(Arc::strong_count(&calls) - 1).unwrap_or(u32::MAX);
                 t.cancel();
             }
             u.shared.limiter.forget_agent(&name);
         }
-        Ok(())
+        Ok(aborted)
     }
 
     /// Re-wraps the data key under a new passphrase.

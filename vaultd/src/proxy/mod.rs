@@ -136,7 +136,8 @@ pub async fn execute(
 ) -> Result<ExecuteResponse, Refusal> {
     let u = d.unlocked().ok_or_else(Refusal::locked)?;
     let agent = find_agent(&u, &req.agent_token).ok_or_else(Refusal::unknown_agent)?;
-    let agent_cancel = u.shared.agent_token(&agent);
+    // `_agent_call` counts this call as the agent's until it returns.
+    let (agent_cancel, _agent_call) = u.shared.agent_token(&agent);
     let lock_cancel = u.shared.lock_cancel.clone();
 
     let mut rec = Record {
