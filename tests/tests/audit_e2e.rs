@@ -297,3 +297,40 @@ fn records_cut_off_while_locked_are_found_after_unlock() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+#[test]
+fn agent_input_cannot_forge_lines_in_audit_tail() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    let fake = "2026-01-01T00:00:00.000Z #1 decision agent=a cap=echo GET /v1/x allowed";
+    for args in [
+        json!({"capability": format!("nope\n{fake}"), "method": "GET", "path": "/v1/echo"}),
+        json!({"capability": "echo", "method": format!("GET\r\n{fake}"), "path": "/v1/echo"}),
+        json!({"capability": "echo", "method": "GET", "path": format!("/v1/echo\n{fake}")}),
+        json!({"capability": "echo\u{1b}[2K\u{1b}[1A", "method": "GET", "path": "/v1/echo"}),
+        json!({"capability": "echo\u{202e}dewolla", "method": "GET", "path": "/v1/echo"}),
+    ] {
+        assert!(mcp.execute(args.clone()).is_error, "{args}");
+        let out = env.ctl(&["audit", "tail", "-n", "1"]);
+        out.assert_ok();
+        assert_eq!(
+            out.stdout.lines().count(),
+            1,
+            "one record, one line:\n{out}"
+        );
+        assert!(
+            !out.stdout.contains(['\u{1b}', '\r', '\u{202e}']),
+            "control characters reach the terminal: {:?}",
+            out.stdout
+        );
+    }
+    env.ctl(&["audit", "verify"]).assert_ok();
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}

@@ -120,6 +120,24 @@ fn clip(s: &str, max: usize) -> String {
     out
 }
 
+/// Agent input for an audit record: control characters (CR, LF, ESC...) and
+/// invisible or bidirectional formatting characters escaped, so a field can
+/// never start a forged line or rewrite the user's terminal in `audit tail`;
+/// then clipped to `max` characters.
+fn for_audit(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let hidden = c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
+        if hidden {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    clip(&out, max)
+}
+
 struct InFlight<'a>(&'a Daemon);
 
 impl Drop for InFlight<'_> {
@@ -146,9 +164,9 @@ pub async fn execute(
         peer_pid: peer.pid,
         peer_uid: peer.uid,
         peer_exe: peer.exe.clone(),
-        capability: Some(clip(&req.capability, 64)),
-        method: Some(clip(&req.method, 16)),
-        path: Some(clip(&req.path, 256)),
+        capability: Some(for_audit(&req.capability, 64)),
+        method: Some(for_audit(&req.method, 16)),
+        path: Some(for_audit(&req.path, 256)),
         reason: (!req.reason.is_empty()).then(|| req.reason.clone()),
         ..Default::default()
     };
@@ -583,5 +601,23 @@ async fn call_upstream(
                 svc.service.name, svc.service.timeout_ms
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_fields_never_carry_control_or_bidi_characters() {
+        assert_eq!(for_audit("echo", 64), "echo");
+        assert_eq!(for_audit("caf\u{e9}", 64), "caf\u{e9}");
+        let forged = for_audit("x\r\n2026 #1 decision\u{1b}[2K\u{202e}\u{0}", 256);
+        assert!(
+            !forged.contains(|c: char| c.is_control() || c == '\u{202e}'),
+            "{forged:?}"
+        );
+        assert_eq!(forged, "x\\r\\n2026 #1 decision\\u{1b}[2K\\u{202e}\\u{0}");
+        assert_eq!(for_audit(&"a".repeat(100), 64).chars().count(), 65);
     }
 }
