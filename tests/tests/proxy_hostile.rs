@@ -251,6 +251,36 @@ fn table(other_port: u16) -> Vec<Row> {
     ] {
         t.push(refused(n, "bear", get("bear", p, json!({})), BR));
     }
+    // --- arguments that do not fit the tool's schema
+    for (n, args) in [
+        ("no path", json!({"capability": "bear", "method": "GET"})),
+        (
+            "path not a string",
+            json!({"capability": "bear", "method": "GET", "path": 7}),
+        ),
+        (
+            "header value not a string",
+            json!({"capability": "bear", "method": "GET", "path": "/v1/echo", "headers": {"X-A": 1}}),
+        ),
+        (
+            "query not an object",
+            json!({"capability": "bear", "method": "GET", "path": "/v1/echo", "query": ["api_key"]}),
+        ),
+        (
+            "body not a string",
+            json!({"capability": "bear", "method": "POST", "path": "/v1/echo", "body": {"a": 1}}),
+        ),
+        (
+            "a stray url argument",
+            json!({"capability": "bear", "method": "GET", "path": "/v1/echo", "url": "https://evil.example/"}),
+        ),
+        (
+            "a stray base_url argument",
+            json!({"capability": "bear", "method": "GET", "path": "/v1/echo", "base_url": "https://evil.example/"}),
+        ),
+    ] {
+        t.push(refused(n, "bear", args, BR));
+    }
     // --- paths that are legal: sent exactly as matched, never normalised
     t.push(sent(
         "@ inside a segment stays a path",
