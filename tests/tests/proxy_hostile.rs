@@ -374,6 +374,24 @@ fn table(other_port: u16) -> Vec<Row> {
         ),
         ("credential header", "hdr", "X-Api-Key", "attacker"),
         (
+            "credential header, CGI spelling",
+            "hdr",
+            "X_Api_Key",
+            "attacker",
+        ),
+        (
+            "Proxy_Authorization, CGI spelling",
+            "bear",
+            "Proxy_Authorization",
+            "Basic YTpi",
+        ),
+        (
+            "X_HTTP_Method_Override, CGI spelling",
+            "bear",
+            "X_HTTP_Method_Override",
+            "DELETE",
+        ),
+        (
             "credential header, lowercase",
             "hdr",
             "x-api-key",

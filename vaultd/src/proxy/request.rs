@@ -554,13 +554,16 @@ pub fn check_headers(
             )));
         }
         let lower = name.to_ascii_lowercase();
-        if let Some(why) = forbidden_header(&lower) {
+        // CGI-style servers (PHP, WSGI, Rack behind many front ends) read
+        // `X_Api_Key` as `X-Api-Key`: names are checked with `_` as `-`.
+        let folded = lower.replace('_', "-");
+        if let Some(why) = forbidden_header(&folded) {
             return Err(bad(format!(
                 "header {} may not be set by the agent: {why}; remove it",
                 show(name)
             )));
         }
-        if credential_header.is_some_and(|c| c.eq_ignore_ascii_case(name)) {
+        if credential_header.is_some_and(|c| c.replace('_', "-").eq_ignore_ascii_case(&folded)) {
             return Err(bad(format!(
                 "header {} carries this service's credential, which vaultd adds itself; \
                  remove it",
@@ -1244,6 +1247,11 @@ mod tests {
             "X-Forwarded-For",
             "Forwarded",
             "Range",
+            // `_` for `-`: the same header to CGI-style servers.
+            "Proxy_Authorization",
+            "X_HTTP_Method_Override",
+            "x_forwarded_host",
+            "Transfer_Encoding",
         ] {
             let err = check_headers(&strings(&[(name, "x")]), None).expect_err(name);
             assert!(err.0.contains("may not be set"), "{name}: {err:?}");
@@ -1254,6 +1262,11 @@ mod tests {
     #[test]
     fn credential_header_refused_in_any_case() {
         for name in ["X-Api-Key", "x-api-key", "X-API-KEY", "x-Api-kEY"] {
+            let err = check_headers(&strings(&[(name, "k")]), Some("X-Api-Key")).expect_err(name);
+            assert!(err.0.contains("credential"), "{err:?}");
+        }
+        // Read as the same name by CGI-style servers.
+        for name in ["X_Api_Key", "x_api-key"] {
             let err = check_headers(&strings(&[(name, "k")]), Some("X-Api-Key")).expect_err(name);
             assert!(err.0.contains("credential"), "{err:?}");
         }
