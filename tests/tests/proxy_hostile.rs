@@ -244,6 +244,12 @@ fn table(other_port: u16) -> Vec<Row> {
         ("non-ASCII", "/v1/caf\u{e9}/echo"),
         ("empty path", ""),
         ("single dot encoded", "/v1/%2E/echo"),
+        ("dot-dot before encoded ?", "/v1/..%3Fx/admin/echo"),
+        ("dot-dot before encoded #", "/v1/..%23/admin/echo"),
+        (
+            "encoded unreserved letter (second spelling)",
+            "/v1/%61dmin/echo",
+        ),
         ("dot-dot then encoded ;", "/v1/%2E%2E%3B/admin/echo"),
         ("dot-dot with trailing space", "/v1/..%20/admin/echo"),
         ("dot-dot with trailing raw dots", "/v1/.../admin/echo"),
@@ -513,6 +519,38 @@ fn table(other_port: u16) -> Vec<Row> {
         302,
         Redacted::HeaderIs("location", "https://evil.example/steal".to_string()),
     ));
+    // --- the API's own errors are answers, not refusals
+    for code in [401u64, 404, 503] {
+        t.push(sent(
+            &format!("upstream status {code} is returned as is"),
+            "bear",
+            get("bear", &format!("/v1/status/{code}"), json!({})),
+            "GET",
+            &format!("/api/v1/status/{code}"),
+            code,
+            Redacted::No,
+        ));
+    }
+    for (m, want) in [
+        ("HEAD", "HEAD"),
+        ("options", "OPTIONS"),
+        ("PUT", "PUT"),
+        ("PATCH", "PATCH"),
+    ] {
+        t.push(sent(
+            &format!("{m} is a standard method"),
+            "bear",
+            json!({"capability": "bear", "method": m, "path": "/v1/echo"}),
+            want,
+            "/api/v1/echo",
+            200,
+            if want == "HEAD" {
+                Redacted::No
+            } else {
+                Redacted::Body
+            },
+        ));
+    }
     // --- query values cannot smuggle a second credential parameter
     t.push(sent(
         "credential param smuggled inside a value",
