@@ -170,8 +170,10 @@ fn summary(mut v: Vec<Duration>) -> Value {
         us(v[i])
     };
     let sum: Duration = v.iter().sum();
+    let over_1ms = v.iter().filter(|d| **d > Duration::from_millis(1)).count();
     json!({
         "n": v.len(),
+        "over_1ms": over_1ms,
         "p50_us": pct(0.50),
         "p90_us": pct(0.90),
         "p99_us": pct(0.99),
@@ -601,6 +603,39 @@ impl Mcp {
 }
 
 // ---------------------------------------------------------------------------
+// Control: the machine's own wake-up latency.
+
+/// Round trips of a short line through `cats` chained `cat` processes: each
+/// round trip is `cats + 1` pipe wake-ups and no other work. The gRPC path has
+/// 4 wake-ups per call (client, vaultd, upstream, vaultd), the stdio path 6:
+/// their tails on this machine, without vaultd, are these.
+fn pipe_control(cats: usize, warmup: usize, n: usize) -> Value {
+    let pipeline = vec!["cat"; cats].join(" | ");
+    let mut child = Command::new("sh")
+        .args(["-c", &pipeline])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let (lat, _) = latency(warmup, n, || {
+        stdin
+            .write_all(b"ping 0123456789\n")
+            .map_err(|e| e.to_string())?;
+        line.clear();
+        out.read_line(&mut line).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    drop(stdin);
+    let _ = child.wait();
+    let mut v = summary(lat);
+    v["wake_ups_per_round_trip"] = json!(cats + 1);
+    v
+}
+
+// ---------------------------------------------------------------------------
 // Concurrency-1 latency.
 
 fn latency<F: FnMut() -> Result<(), String>>(
@@ -961,6 +996,12 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let (shim_rss_after_calls, shim_hwm_after_calls) = mem_kb(m.pid());
     s.up.clear();
 
+    let control = json!({
+        "what": "round trips through chained `cat` processes: the machine's wake-up latency without vaultd",
+        "two_wake_ups": pipe_control(1, warmup, lat_calls),
+        "four_wake_ups_like_grpc": pipe_control(3, warmup, lat_calls),
+        "six_wake_ups_like_stdio": pipe_control(5, warmup, lat_calls),
+    });
     let direct_s = summary(direct_lat);
     let grpc_s = summary(grpc_lat);
     let stdio_s = summary(stdio_lat);
@@ -1183,6 +1224,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
             "added_grpc_p99_us": added(&grpc_s, "p99_us"),
             "added_stdio_p50_us": added(&stdio_s, "p50_us"),
             "added_stdio_p99_us": added(&stdio_s, "p99_us"),
+            "control_pipe_round_trips": control,
         },
         "throughput_concurrency_64": {
             "direct": direct_tput,
