@@ -1013,3 +1013,146 @@ fn a_body_cut_inside_an_echoed_credential_never_shows_its_start() {
     drop(mcp);
     assert_no_canary(&env, BEARER);
 }
+
+/// The agent can open vaultd's socket itself and speak gRPC, bypassing
+/// vault-mcp (and its JSON objects, which cannot repeat a name): the daemon
+/// applies every check on its own.
+#[test]
+fn raw_grpc_calls_get_the_same_checks() {
+    use vault_proto::v1::{ExecuteRequest, Header};
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let h = |n: &str, v: &str| Header {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = |cap: &str, headers: Vec<Header>, query: Vec<Header>| ExecuteRequest {
+        agent_token: token.clone(),
+        capability: cap.into(),
+        method: "GET".into(),
+        path: "/v1/echo".into(),
+        headers,
+        query,
+        ..Default::default()
+    };
+    let many_headers: Vec<Header> = (0..65).map(|i| h(&format!("X-H{i}"), "v")).collect();
+    let many_params: Vec<Header> = (0..129).map(|i| h(&format!("p{i}"), "v")).collect();
+    let cases: Vec<(&str, &str, ExecuteRequest)> = vec![
+        (
+            "two Host headers",
+            "bad_request",
+            req("bear", vec![h("Host", "a"), h("Host", "b")], vec![]),
+        ),
+        (
+            "the same header twice, in two cases",
+            "bad_request",
+            req("bear", vec![h("X-A", "1"), h("x-a", "2")], vec![]),
+        ),
+        (
+            "credential query param twice",
+            "bad_request",
+            req(
+                "qry",
+                vec![],
+                vec![h("q", "1"), h("api_key", "x"), h("api_key", "y")],
+            ),
+        ),
+        (
+            "credential header after a harmless one",
+            "bad_request",
+            req("hdr", vec![h("X-Ok", "1"), h("x-api-key", "x")], vec![]),
+        ),
+        (
+            "65 headers",
+            "bad_request",
+            req("bear", many_headers, vec![]),
+        ),
+        (
+            "129 query parameters",
+            "bad_request",
+            req("bear", vec![], many_params),
+        ),
+        (
+            "empty header name",
+            "bad_request",
+            req("bear", vec![h("", "v")], vec![]),
+        ),
+        (
+            "empty query name",
+            "bad_request",
+            req("bear", vec![], vec![h("", "v")]),
+        ),
+        (
+            "no agent token",
+            "unknown_agent",
+            ExecuteRequest {
+                agent_token: String::new(),
+                ..req("bear", vec![], vec![])
+            },
+        ),
+        (
+            "a made-up agent token",
+            "unknown_agent",
+            ExecuteRequest {
+                agent_token: format!("{token}x"),
+                ..req("bear", vec![], vec![])
+            },
+        ),
+        (
+            "empty capability",
+            "no_such_capability",
+            req("", vec![], vec![]),
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = cases.len();
+    rt.block_on(async {
+        let mut c =
+            vault_proto::client::connect(&env.socket_path(), std::time::Duration::from_secs(5))
+                .await
+                .expect("connect to vaultd");
+        for (what, code, r) in cases {
+            let status = c.execute(r).await.expect_err(what);
+            assert!(
+                status.message().starts_with(&format!("{code}: ")),
+                "[{what}] expected {code}: {status:?}"
+            );
+            for canary in CANARIES {
+                assert_absent(status.message().as_bytes(), canary.as_bytes(), what);
+            }
+        }
+        // The same connection still serves a good call.
+        let ok = c
+            .execute(req(
+                "qry",
+                vec![h("X-Ok", "1")],
+                vec![h("q", "1"), h("q", "2")],
+            ))
+            .await
+            .expect("a good call")
+            .into_inner();
+        assert_eq!(ok.status, 200);
+        assert_absent(&ok.body, QUERY.as_bytes(), "the good call's body");
+        assert!(ok.body.windows(10).any(|w| w == b"[REDACTED]"));
+    });
+    println!("{n} raw gRPC calls refused");
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1, "only the good call reached the upstream");
+    let q = reqs[0].query_pairs();
+    assert_eq!(
+        q,
+        vec![
+            ("api_key".to_string(), QUERY.to_string()),
+            ("q".to_string(), "1".to_string()),
+            ("q".to_string(), "2".to_string())
+        ],
+        "the credential first, then the agent's parameters in order"
+    );
+    for canary in CANARIES {
+        assert_no_canary(&env, canary);
+    }
+}
