@@ -313,7 +313,7 @@ impl AuditLog {
     fn expect_head(&mut self, expected: ChainHead) {
         if self.head() != expected {
             self.gap = Some(format!(
-                "the log ended at record {} when the vault was last locked, but at unlock it ended at record {}: records were removed from the end or the file was replaced while the vault was locked",
+                "the log ended at record {} when the vault was last locked, but at unlock it ended at record {}: records were removed from its end or the file was replaced since",
                 expected.0, self.seq
             ));
         }
