@@ -1,7 +1,8 @@
-//! Smoke test of the load run (issue 5) and of the code the benchmark shares
-//! with it: the `vaultd-bench` binary, small (4 agents, 200 calls), through
-//! vault-mcp processes and through gRPC. Checks correctness only: zero errors,
-//! every call in flight at `vaultctl lock` ends `locked` (within a generous
+//! Smoke test of the load run (issue 5) and the benchmark (issue 3): the
+//! `vaultd-bench` binary, small (load: 4 agents, 200 calls, through vault-mcp
+//! processes and through gRPC; bench: every phase with a few calls). Checks
+//! correctness only: zero errors, every figure present, every call in flight
+//! at `vaultctl lock` ends `locked` (within a generous
 //! 3 s, the 100 ms figure is the release benchmark's, see scripts/load.sh), no
 //! upstream request after the lock returned, audit log verifies. No timing
 //! target is asserted here.
@@ -11,17 +12,27 @@ use std::process::Command;
 use serde_json::Value;
 
 fn run_load(via: &str) -> Value {
+    run(&[
+        "load",
+        "--agents",
+        "4",
+        "--calls",
+        "200",
+        "--sample-every",
+        "50",
+        "--slow-ms",
+        "5000",
+        "--kdf-mib",
+        "8",
+        "--via",
+        via,
+    ])
+}
+
+/// Runs `vaultd-bench ARGS` and parses the JSON it prints.
+fn run(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_vaultd-bench"))
-        .args([
-            "load",
-            "--agents",
-            "4",
-            "--calls",
-            "200",
-            "--sample-every",
-            "50",
-        ])
-        .args(["--slow-ms", "5000", "--kdf-mib", "8", "--via", via])
+        .args(args)
         .output()
         .expect("run vaultd-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -81,4 +92,56 @@ fn load_run_through_vault_mcp_processes() {
 #[test]
 fn load_run_through_grpc_clients() {
     check(&run_load("grpc"));
+}
+
+#[test]
+fn bench_runs_every_phase() {
+    let r = run(&[
+        "bench",
+        "--warmup",
+        "5",
+        "--latency-calls",
+        "20",
+        "--tput-calls",
+        "200",
+        "--rss-calls",
+        "400",
+        "--rss-every",
+        "100",
+        "--spawns",
+        "3",
+        "--kdf-mib",
+        "8",
+    ]);
+    assert_eq!(r["errors"], 0, "{r:#}");
+    let lat = &r["latency_concurrency_1"];
+    for path in ["direct", "grpc", "stdio"] {
+        assert_eq!(lat[path]["n"], 20, "{path}: {r:#}");
+        assert!(lat[path]["p50_us"].as_f64().unwrap() > 0.0, "{path}: {r:#}");
+    }
+    for run in [
+        "direct",
+        "grpc",
+        "stdio_64_processes",
+        "stdio_pipelined_one_process",
+    ] {
+        let t = &r["throughput_concurrency_64"][run];
+        assert_eq!(t["latency"]["n"], 200, "{run}: {r:#}");
+        assert_eq!(t["errors"], 0, "{run}: {r:#}");
+    }
+    assert_eq!(
+        r["vault_mcp"]["spawn_to_initialize_answered"]["n"], 3,
+        "{r:#}"
+    );
+    assert!(
+        r["vault_mcp"]["hwm_after_calls_kib"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+    // The idle sample plus one every 100 of the 400 calls.
+    assert_eq!(
+        r["vaultd_memory"]["samples"].as_array().map(Vec::len),
+        Some(5),
+        "{r:#}"
+    );
+    assert_eq!(r["targets"].as_array().map(Vec::len), Some(9), "{r:#}");
 }
