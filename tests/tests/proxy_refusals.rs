@@ -369,6 +369,9 @@ fn locked_and_unavailable_then_the_same_session_recovers() {
         &["vaultctl unlock"],
     );
     assert_eq!(up.request_count(), sent);
+    // The agent can still learn why: vault_status answers, it is not refused.
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(st["state"], "locked", "{st}");
     env.unlock();
     mcp.execute(get("open", "/v1/echo")).assert_ok();
 
