@@ -152,7 +152,9 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
+    // Only the spelling `hex` writes: `from_str_radix` alone also takes "+f"
+    // and uppercase, so an edited MAC field would still verify.
+    if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -169,7 +171,8 @@ fn split_line(line: &str) -> Option<(String, [u8; 32])> {
         return None;
     }
     let cut = line.len() - TAIL;
-    let (body, tail) = line.split_at(cut);
+    // `cut` may fall inside a multi-byte character of an edited line.
+    let (body, tail) = (line.get(..cut)?, line.get(cut..)?);
     let mac_hex = tail.strip_prefix(",\"mac\":\"")?.strip_suffix("\"}")?;
     Some((format!("{body}}}"), unhex32(mac_hex)?))
 }
@@ -536,6 +539,47 @@ mod tests {
         let mut log = AuditLog::open(&path, &key).unwrap();
         log.chain_from(&slot);
         assert!(log.verify().problem.is_none(), "{:?}", log.verify().problem);
+    }
+
+    #[test]
+    fn mac_is_read_only_as_written() {
+        // Fuzzing (fuzz/fuzz_targets/audit_line.rs): "+f" and uppercase hex
+        // parsed to the same MAC, so an edited line still verified.
+        assert_eq!(unhex32(&"ab".repeat(32)), Some([0xab; 32]));
+        for other in [
+            "+f".repeat(32),
+            "AB".repeat(32),
+            "aB".repeat(32),
+            " 1".repeat(32),
+        ] {
+            assert_eq!(unhex32(&other), None, "{other}");
+        }
+        let (_d, path, key) = setup();
+        let log = write_n(&path, &key, 2);
+        let good = std::fs::read_to_string(&path).unwrap();
+        let first = good.lines().next().unwrap();
+        let (head, mac) = first.split_at(first.len() - 66);
+        let edited = format!(
+            "{head}{}\n{}\n",
+            mac.to_ascii_uppercase(),
+            good.lines().nth(1).unwrap()
+        );
+        assert_ne!(edited, good, "the MAC has a hex letter");
+        std::fs::write(&path, edited).unwrap();
+        assert!(log.verify().problem.is_some(), "an uppercased MAC verified");
+    }
+
+    #[test]
+    fn line_cut_inside_a_character_is_damage_not_a_panic() {
+        // Fuzzing (fuzz/fuzz_targets/audit_line.rs): the MAC tail's offset fell
+        // inside the 'é' and `split_at` panicked (in verify, tail and reopen).
+        let line = format!("\u{e9}{}\"}}", "0".repeat(71));
+        assert_eq!(line.len(), ",\"mac\":\"".len() + 64 + "\"}".len() + 1);
+        assert!(parse_line(&line).is_none());
+        let (_d, path, key) = setup();
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let v = verify_file(&path, &key);
+        assert!(v.problem.is_some_and(|p| p.contains("line 1")));
     }
 
     #[test]
