@@ -220,9 +220,16 @@ impl AuditLog {
             file.seek(SeekFrom::Start(start))
                 .map_err(|e| Error::io("read audit log", &self.path, e))?;
             let mut last = None;
-            for line in BufReader::new(&file).lines() {
+            // Bytes, not `lines()`: `start` can fall inside a multi-byte
+            // character, and a line that is not UTF-8 is damage for `verify`
+            // to report, not a reason to refuse to open the log.
+            for line in BufReader::new(&file).split(b'\n') {
                 let line = line.map_err(|e| Error::io("read audit log", &self.path, e))?;
-                if let Some((body, m)) = split_line(&line)
+                let Ok(line) = std::str::from_utf8(&line) else {
+                    continue;
+                };
+                let line = line.strip_suffix('\r').unwrap_or(line);
+                if let Some((body, m)) = split_line(line)
                     && let Ok(r) = serde_json::from_str::<Record>(&body)
                 {
                     last = Some((r.seq, m));
@@ -580,6 +587,44 @@ mod tests {
         std::fs::write(&path, format!("{line}\n")).unwrap();
         let v = verify_file(&path, &key);
         assert!(v.problem.is_some_and(|p| p.contains("line 1")));
+    }
+
+    #[test]
+    fn reopens_a_log_whose_last_64k_start_inside_a_character() {
+        // Continuing the chain reads the last 64 KiB; when that window began
+        // inside an 'é' (a reason or event with non-ASCII text), opening the
+        // log failed with "stream did not contain valid UTF-8".
+        let (_d, path, key) = setup();
+        let mut log = AuditLog::open(&path, &key).unwrap();
+        let mut i = 0;
+        loop {
+            let len = std::fs::metadata(&path).unwrap().len();
+            if len > 70 * 1024 {
+                let bytes = std::fs::read(&path).unwrap();
+                let at = bytes[(len - 64 * 1024) as usize];
+                if (0x80..0xc0).contains(&at) {
+                    break;
+                }
+            }
+            let pad = if i % 3 == 0 { "x" } else { "" };
+            log.append(Record {
+                kind: "admin".into(),
+                event: Some(format!("{}{pad}", "\u{e9}".repeat(300))),
+                ..Default::default()
+            })
+            .unwrap();
+            i += 1;
+        }
+        drop(log);
+        let mut log = AuditLog::open(&path, &key).expect("the log opens");
+        log.append(Record {
+            kind: "admin".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let v = log.verify();
+        assert!(v.problem.is_none(), "{:?}", v.problem);
+        assert_eq!(v.records, i + 1);
     }
 
     #[test]
