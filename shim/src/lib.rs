@@ -4,10 +4,11 @@
 //! `mcp_stdin`) serves the same [`server::VaultMcp`] through the same
 //! [`stdio::PreInitTolerant`] transport over an in-memory pipe.
 //!
-//! Layout: [`server`] (MCP tools and dispatch), [`daemon`] (the connection to
-//! vaultd), [`render`] (answers to tool-result JSON and refusals), [`stdio`]
-//! (the transport).
+//! Layout: [`cli`] (the command line), [`server`] (MCP tools and dispatch),
+//! [`daemon`] (the connection to vaultd), [`render`] (answers to tool-result
+//! JSON and refusals), [`stdio`] (the transport).
 
+pub mod cli;
 pub mod daemon;
 pub mod render;
 pub mod server;

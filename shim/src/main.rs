@@ -29,12 +29,13 @@
 //! tool-result JSON and refusals) and [`stdio`] (the transport); this file is
 //! argument parsing, the agent token and the runtime.
 
+use vault_mcp::cli::Cli;
 use vault_mcp::{daemon, render, server, stdio};
 
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,28 +51,6 @@ use crate::server::{Token, VaultMcp};
 const TOKEN_ENV: &str = "VAULTD_AGENT_TOKEN";
 /// A token file is read up to this size: tokens are short.
 const MAX_TOKEN_FILE: u64 = 4096;
-
-/// MCP server (stdio) that lets an AI agent call APIs through vaultd without ever holding a credential.
-///
-/// Started by an MCP client, not by hand: it speaks MCP on stdin/stdout and logs to stderr.
-/// `vaultctl mcp-config --agent NAME` prints the client configuration.
-#[derive(Debug, Parser)]
-#[command(name = "vault-mcp", version)]
-struct Cli {
-    /// Read the agent token from FILE (whitespace around it is ignored); takes precedence
-    /// over VAULTD_AGENT_TOKEN. The file should be readable by you alone (chmod 600).
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-
-    /// vaultd's socket. Default: VAULTD_SOCKET, else VAULTD_HOME/vaultd.sock,
-    /// else $XDG_RUNTIME_DIR/vaultd/vaultd.sock.
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-
-    /// Refused: a token on the command line is visible to every process.
-    #[arg(long, hide = true, num_args = 0..=1, value_name = "TOKEN")]
-    token: Option<Option<String>>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -18,10 +18,11 @@
 //! - [`ratelimit`]: token buckets.
 //! - [`server`]: the gRPC service on the unix socket, with the peer-credential check.
 //! - [`sandbox`]: landlock + seccomp, applied once the socket is bound (`docs/sandbox.md`).
-//! - [`ctl`]: the `vaultctl` command line.
+//! - [`ctl`]: the `vaultctl` command line; [`cli`]: the `vaultd` binary's.
 #![deny(unsafe_code)]
 
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use vaultd::cli::{Args, Cmd};
 use vaultd::config::Config;
 use vaultd::daemon::Daemon;
 use vaultd::dirs::{Dirs, ensure_private_dir};
@@ -29,25 +30,6 @@ use vaultd::server::{VaultService, accept_loop};
 
 #[global_allocator]
 static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
-
-/// vaultd: credential vault daemon for AI agents.
-#[derive(Debug, Parser)]
-#[command(name = "vaultd", version, about)]
-struct Args {
-    /// Config file (default: $XDG_CONFIG_HOME/vaultd/vaultd.toml, or VAULTD_HOME/vaultd.toml).
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-    /// Without a command: run the daemon.
-    #[command(subcommand)]
-    command: Option<Cmd>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Cmd {
-    /// Report which protections this machine enforces (and, if vaultd runs, which it has on).
-    /// Exits 0 when all are available, 1 otherwise.
-    Check,
-}
 
 fn main() {
     // Before anything else: no inherited fds, not dumpable, no core files.
