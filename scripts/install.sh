@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build vaultd from source, install the three binaries into ~/.local/bin (or
-# $PREFIX/bin), install the systemd user unit and start it. Idempotent.
+# $PREFIX/bin), their man pages and bash/fish completions, install the systemd
+# user unit and start it. Idempotent. (A .deb: scripts/build-deb.sh.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-$HOME/.local}"
@@ -10,6 +11,18 @@ for b in vaultd vaultctl vault-mcp; do
   install -m 0755 "target/release/$b" "$PREFIX/bin/$b"
 done
 echo "installed vaultd, vaultctl, vault-mcp into $PREFIX/bin"
+# Man pages and completions, generated from the binaries' own clap definitions.
+docs="$(mktemp -d)"
+target/release/xtask gen-docs "$docs" >/dev/null
+data_dir="${XDG_DATA_HOME:-$HOME/.local/share}"
+install -d -m 0755 "$PREFIX/share/man/man1" "$data_dir/bash-completion/completions" "$data_dir/fish/vendor_completions.d"
+install -m 0644 "$docs"/man/*.1 "$PREFIX/share/man/man1/"
+for b in vaultd vaultctl vault-mcp; do
+  install -m 0644 "$docs/completions/bash/$b.bash" "$data_dir/bash-completion/completions/$b"
+  install -m 0644 "$docs/completions/fish/$b.fish" "$data_dir/fish/vendor_completions.d/$b.fish"
+done
+rm -rf "$docs"
+echo "installed man pages into $PREFIX/share/man/man1, bash and fish completions into $data_dir"
 unit_dir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
 install -d -m 0755 "$unit_dir"
 sed "s|%h/.local/bin/vaultd|$PREFIX/bin/vaultd|" systemd/vaultd.service > "$unit_dir/vaultd.service"
