@@ -147,8 +147,16 @@ fn mac(key: &SecretBuf, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Lowercase hex of `b` (MACs, chain heads, token hashes). On the hot path:
+/// every audit record carries one.
+pub(crate) fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &x in b {
+        s.push(DIGITS[usize::from(x >> 4)] as char);
+        s.push(DIGITS[usize::from(x & 0xf)] as char);
+    }
+    s
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -449,6 +457,12 @@ pub fn parse_line(line: &str) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lowercase_two_digits_per_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(hex(&[]), "");
+    }
 
     fn setup() -> (tempfile::TempDir, PathBuf, SecretBuf) {
         let dir = tempfile::tempdir().unwrap();

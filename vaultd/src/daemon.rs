@@ -154,9 +154,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::audit::hex;
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
