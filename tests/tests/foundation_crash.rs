@@ -215,6 +215,13 @@ fn kill9_during_secret_sets_loses_no_acknowledged_secret() {
     );
 
     let temp_left = temp_names(&env).len();
+    // The next successful write removes what the killed writers left behind.
+    env.set_secret("after-the-kills", b"value-after-the-kills");
+    let still = temp_names(&env);
+    assert!(
+        still.is_empty(),
+        "temporary vault files left after a successful write: {still:?}"
+    );
     let during_write = during_write.into_inner();
     assert!(
         during_write >= 1,

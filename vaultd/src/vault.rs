@@ -482,6 +482,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
+    if placed && replace {
+        remove_stale_temporaries(dir, path);
+    }
     match result {
         // Say that the vault is as it was (disk full is the usual cause).
         Err(Error::Io {
@@ -503,9 +506,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     }
 }
 
+/// Removes `.NAME.tmp-*` files that a writer killed mid-write left next to
+/// `path` (sealed copies, 0600, but clutter). Called after a successful
+/// replace: writes to one vault are serialized (the daemon's admin lock), and
+/// `vaultctl init` never replaces, so any other temporary is a dead writer's.
+/// Best effort: a failure here changes nothing about the write that succeeded.
+fn remove_stale_temporaries(dir: &Path, path: &Path) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        if file_name.to_str().is_some_and(|n| n.starts_with(&prefix))
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replace_removes_temporaries_of_dead_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.bin");
+        write_atomic(&path, b"one", false).unwrap();
+        let stale = dir.path().join(".vault.bin.tmp-1-abc");
+        fs::write(&stale, b"sealed leftovers").unwrap();
+        let other = dir.path().join(".other.tmp-1-abc");
+        fs::write(&other, b"not ours").unwrap();
+        write_atomic(&path, b"two", true).unwrap();
+        assert!(!stale.exists(), "stale temporary left behind");
+        assert!(other.exists(), "a file of another name was removed");
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+    }
 
     const SMALL: KdfParams = KdfParams {
         memory_kib: 8 * 1024,

@@ -497,6 +497,10 @@ pub static ALLOWED: &[Entry] = &[
         "remove a failed temporary vault file; the socket on shutdown (glibc unlink)"
     ),
     sys!(SYS_unlinkat, "the same removal where glibc uses unlinkat"),
+    sys!(
+        SYS_getdents64,
+        "list the vault directory after a write to remove temporaries of killed writers (vault::remove_stale_temporaries)"
+    ),
     #[cfg(target_arch = "x86_64")]
     sys!(
         SYS_readlink,
