@@ -17,6 +17,13 @@
 //! - After `vaultctl lock` returned: zero copies, in any form, anywhere.
 //!
 //! Not root (no `/proc/PID/mem` of a non-dumpable process): prints why and skips.
+//!
+//! A copy is reported with its mapping's range: a 2 MiB anonymous mapping
+//! right above a guard page is a thread's stack (that is how the scrubber's
+//! SIMD searches were caught leaving body chunks on worker stacks in debug
+//! builds; `vaultd/src/proxy/scrub.rs` now wipes below itself). With
+//! `VAULTD_TEST_MEMSCAN_DUMP=DIR`, a failing scan also dumps the maps and
+//! each mapping holding a copy, to find the frames around it.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -101,6 +108,8 @@ struct Hit {
     form: String,
     addr: u64,
     mapping: String,
+    /// `start-end` of the mapping, to tell a thread stack (8 MiB after a guard page) from the heap.
+    range: String,
     perms: String,
     locked: bool,
     /// The bytes around it, printable ASCII kept, the rest as `.`, the match as `<FORM>`.
@@ -145,9 +154,10 @@ impl Scan {
             .iter()
             .map(|h| {
                 format!(
-                    "  {} at {:#x} in {} {} ({}): {}",
+                    "  {} at {:#x} in {} {} {} ({}): {}",
                     h.form,
                     h.addr,
+                    h.range,
                     h.perms,
                     if h.mapping.is_empty() {
                         "[anon]"
@@ -246,6 +256,12 @@ fn scan(pid: u32, canary: &str) -> Scan {
                     form: label.clone(),
                     addr: m.start + pos as u64,
                     mapping: m.name.clone(),
+                    range: format!(
+                        "{:#x}-{:#x} ({} KiB)",
+                        m.start,
+                        m.end,
+                        (m.end - m.start) / 1024
+                    ),
                     perms: m.perms.clone(),
                     locked: m.locked,
                     context: context(&buf, pos, form.len(), label),
@@ -255,6 +271,23 @@ fn scan(pid: u32, canary: &str) -> Scan {
     }
     scan.took = started.elapsed();
     scan
+}
+
+/// Diagnostics (`VAULTD_TEST_MEMSCAN_DUMP=DIR`): the maps, and each mapping
+/// holding a copy, as `DIR/START.bin`, to find the frame or buffer that kept it
+/// (return addresses near a copy on a thread stack name the function).
+fn dump(pid: u32, scan: &Scan, dir: &std::path::Path) {
+    fs::create_dir_all(dir).expect("create dump dir");
+    fs::copy(format!("/proc/{pid}/maps"), dir.join("maps")).expect("copy maps");
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    for m in read_mappings(pid) {
+        if scan.hits.iter().any(|h| (m.start..m.end).contains(&h.addr)) {
+            let mut buf = vec![0u8; (m.end - m.start) as usize];
+            let _ = mem.read_at(&mut buf, m.start);
+            fs::write(dir.join(format!("{:x}.bin", m.start)), buf).expect("write dump");
+        }
+    }
+    eprintln!("memory_scan: dumped to {}", dir.display());
 }
 
 fn policy(up: &Upstream, env: &VaultEnv) -> String {
@@ -392,6 +425,11 @@ fn no_copy_of_a_credential_survives_lock() {
     env.lock();
     let after = scan(pid, &canary);
     println!("after lock: {}", after.summary());
+    if let Some(dir) = std::env::var_os("VAULTD_TEST_MEMSCAN_DUMP")
+        && !after.hits.is_empty()
+    {
+        dump(pid, &after, std::path::Path::new(&dir));
+    }
     assert!(
         after.hits.is_empty(),
         "copies of the credential survived `vaultctl lock`: {}\n{}",

@@ -86,9 +86,10 @@
 //!
 //! # Memory hygiene
 //!
-//! Patterns and decoded views are held in [`Zeroizing`] buffers, and a
-//! scrubbed buffer's old contents are wiped before it is released. This is
-//! best effort: copies made before the scrubber sees the data (TLS and HTTP
+//! Patterns and decoded views are held in [`Zeroizing`] buffers, a
+//! scrubbed buffer's old contents are wiped before it is released, and the
+//! stack below the scrub is zeroed after each call (the SIMD searches spill
+//! haystack chunks there in unoptimized builds). This is best effort: copies made before the scrubber sees the data (TLS and HTTP
 //! buffers, decompression) are outside its reach, and the `memchr` searchers
 //! built per call keep a few needle-derived values (a hash, two bytes) on the
 //! stack.
@@ -218,6 +219,12 @@ impl Scrubber {
     }
 
     fn scrub_impl(&self, data: &mut Vec<u8>, truncated: bool) -> usize {
+        let count = self.scrub_unwiped(data, truncated);
+        wipe_stack();
+        count
+    }
+
+    fn scrub_unwiped(&self, data: &mut Vec<u8>, truncated: bool) -> usize {
         if self.patterns.is_empty() {
             return 0;
         }
@@ -309,6 +316,25 @@ impl Scrubber {
         *data = std::mem::take(&mut *out);
         merged.len()
     }
+}
+
+/// Stack bytes [`wipe_stack`] overwrites: unoptimized builds have large
+/// frames and spill every SIMD vector; optimized ones keep them in registers.
+const STACK_WIPE: usize = if cfg!(debug_assertions) {
+    64 * 1024
+} else {
+    8 * 1024
+};
+
+/// Overwrites the stack just below the caller's frame with zeros, where the
+/// searches just ran. memchr's SIMD loops keep 32-byte chunks of the haystack
+/// in stack slots (unoptimized builds spill each vector): left there, a
+/// credential echoed in a response survived the call, and `vaultctl lock`,
+/// on a worker thread's stack (found by `tests/tests/memory_scan.rs`).
+#[inline(never)]
+fn wipe_stack() {
+    let mut area = [0u8; STACK_WIPE];
+    std::hint::black_box(&mut area);
 }
 
 const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
