@@ -343,7 +343,15 @@ fn endless_body_is_cut_at_max_response_bytes() {
     let hwm = rig.vm("VmHWM");
     let rss = rig.vm("VmRSS");
     assert!(hwm < RSS_BOUND, "vaultd peaked at {hwm} bytes");
-    // Rule 7: the truncated connection is closed, so the upstream stops sending.
+    // vaultd speaks HTTP/2 when offered: the cut is on a shared connection.
+    let reqs = up.requests();
+    assert_eq!(
+        reqs.last().map(|r| r.version),
+        Some(hyper::Version::HTTP_2),
+        "the endless body was not fetched over HTTP/2"
+    );
+    // Rule 7: the truncated connection is closed (HTTP/2: its pool is retired),
+    // so the upstream stops sending.
     let closed = up.wait_open_connections_at_most(0, Duration::from_secs(3));
     assert!(
         closed,

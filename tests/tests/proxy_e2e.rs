@@ -70,6 +70,19 @@ fn mcp_client_calls_through_vault_mcp_and_never_sees_the_key() {
     assert_eq!(auth[0].1, format!("Bearer {CANARY}"));
     assert!(!r.to_string().contains(CANARY), "{r}");
 
+    // HTTP/2 by ALPN, and the pool keeps the connection for the next call.
+    mcp.execute(
+        json!({"capability": "echo", "method": "POST", "path": "/echo/again", "body": "x"}),
+    )
+    .assert_ok();
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].version, hyper::Version::HTTP_2);
+    assert_eq!(
+        reqs[1].connection, reqs[0].connection,
+        "keep-alive: one connection for both calls"
+    );
+
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }

@@ -36,7 +36,7 @@ pub struct ServiceRuntime {
     /// Its policy entry.
     pub service: Service,
     /// Its own connection pool.
-    pub client: reqwest::Client,
+    pub pool: upstream::Pool,
     /// Redacts its credential from responses.
     pub scrubber: Scrubber,
     /// The credential value.
@@ -129,7 +129,7 @@ pub struct Daemon {
     admin: tokio::sync::Mutex<()>,
     failures: Mutex<u32>,
     highest_generation: AtomicU64,
-    system_roots: rustls::RootCertStore,
+    system_roots: Arc<rustls::RootCertStore>,
     /// Landlock status line for `status`.
     pub landlock_status: String,
     /// Seccomp status line for `status`.
@@ -207,7 +207,7 @@ impl Daemon {
             admin: tokio::sync::Mutex::new(()),
             failures: Mutex::new(0),
             highest_generation: AtomicU64::new(0),
-            system_roots,
+            system_roots: Arc::new(system_roots),
             landlock_status: "not applied".into(),
             seccomp_status: "not applied".into(),
             in_flight: AtomicU64::new(0),
@@ -335,14 +335,14 @@ impl Daemon {
                 forms.push(basic_token.expose());
             }
             let scrubber = Scrubber::new(&forms);
-            let client = upstream::build_client(s, &self.system_roots)?;
+            let pool = upstream::Pool::new(s, self.system_roots.clone())?;
             let base = url::Url::parse(&s.base_url)
                 .map_err(|e| Error::Invalid(format!("service {}: {e}", s.name)))?;
             services.insert(
                 s.name.clone(),
                 Arc::new(ServiceRuntime {
                     service: s.clone(),
-                    client,
+                    pool,
                     scrubber,
                     credential,
                     base,

@@ -19,7 +19,7 @@
 //!
 //! Three paths to the same upstream route:
 //! - `direct`: reqwest with the settings of vaultd's own upstream clients
-//!   (rustls, HTTP/1.1 only, keep-alive pool) straight to the upstream, sending
+//!   (rustls, HTTP/2 or HTTP/1.1 by ALPN, keep-alive pool) straight to the upstream, sending
 //!   the bearer header itself;
 //! - `grpc`: `Execute` on vaultd's socket with the vault-proto client;
 //! - `stdio`: MCP `tools/call execute` written to a `vault-mcp` child's stdin as
@@ -374,13 +374,12 @@ rate_limit = "1000000/sec"
 // Path 1: direct HTTPS.
 
 /// The baseline client: the settings of vaultd's own upstream clients
-/// (vaultd/src/proxy/upstream.rs: rustls, HTTP/1.1 only, keep-alive pool of 64).
+/// (vaultd/src/proxy/upstream.rs: rustls, HTTP/2 or HTTP/1.1 by ALPN, keep-alive pool of 64).
 fn direct_client() -> reqwest::Client {
-    let tls = (*Pki::get().client_config(&[b"http/1.1"])).clone();
+    let tls = (*Pki::get().client_config(&[b"h2", b"http/1.1"])).clone();
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .https_only(true)
-        .http1_only()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(60))

@@ -485,7 +485,8 @@ async fn call_upstream(
     check_literal_host(svc)?;
     let m = reqwest::Method::from_bytes(method.as_bytes())
         .map_err(|_| Refusal::new(codes::BAD_REQUEST, "bad method"))?;
-    let mut rb = svc.client.request(m, url);
+    let lease = svc.pool.lease();
+    let mut rb = lease.client.request(m, url);
     for (k, v) in &headers {
         rb = rb.header(k.as_str(), v.as_str());
     }
@@ -532,8 +533,14 @@ async fn call_upstream(
         rb = rb.body(body);
     }
     let timeout = Duration::from_millis(svc.service.timeout_ms);
+    // Whether the response came on a shared (HTTP/2) connection: a call that
+    // ends early there retires the pool (see `upstream::Pool`).
+    let shared_connection = std::sync::atomic::AtomicBool::new(false);
     let exchange = async {
         let mut resp = rb.send().await.map_err(|e| upstream_error(svc, e))?;
+        if resp.version() == reqwest::Version::HTTP_2 {
+            shared_connection.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let status = resp.status().as_u16() as u32;
         if let Some(enc) = resp.headers().get(reqwest::header::CONTENT_ENCODING)
             && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
@@ -576,7 +583,7 @@ async fn call_upstream(
             }
             body.extend_from_slice(&chunk);
         }
-        drop(resp); // a truncated body's connection is closed, not pooled
+        drop(resp); // HTTP/1.1: a truncated body's connection is closed, not pooled
         if truncated {
             // Also redacts a trailing piece that starts a credential form: the
             // agent could pad its request so the cut falls inside an echo.
@@ -592,7 +599,20 @@ async fn call_upstream(
             audit_seq: 0,
         })
     };
-    match tokio::time::timeout(timeout + Duration::from_millis(250), exchange).await {
+    let result = tokio::time::timeout(timeout + Duration::from_millis(250), exchange).await;
+    // Over HTTP/1.1 dropping the response closed a connection cut early;
+    // over HTTP/2 only the stream was reset.
+    let shared = shared_connection.load(std::sync::atomic::Ordering::Relaxed);
+    let retire = match &result {
+        Ok(Ok(r)) => r.truncated && shared,
+        Ok(Err(_)) => shared,
+        Err(_) => true, // timed out: whichever connection it was on may be shared
+    };
+    if retire {
+        svc.pool.retire(&lease);
+    }
+    drop(lease);
+    match result {
         Ok(r) => r,
         Err(_) => Err(Refusal::new(
             codes::UPSTREAM_ERROR,

@@ -1,18 +1,20 @@
 //! The only module that opens network connections.
 //!
-//! One reqwest client (one keep-alive pool, HTTP/1.1 only) per service,
-//! built at unlock and dropped at lock, so no connection that carried a
-//! credential outlives the unlocked state. HTTP/1.1 only, so that a call that
-//! ends early (body cut at `max_response_bytes`, timeout, lock) closes its own
-//! connection (DESIGN.md rule 7): an HTTP/2 stream reset would leave the
-//! connection open in the pool. TLS is rustls with the system roots
-//! (read once at start-up, before the sandbox) plus the service's sealed
-//! `ca_file` PEM. Redirects are never followed. Names are resolved by
-//! [`CheckedResolver`], which hands the connector only addresses that pass
-//! [`check_ip`]; IP-literal hosts are checked by the caller.
+//! One [`Pool`] (a reqwest client: one keep-alive pool, HTTP/1.1 and HTTP/2 by
+//! ALPN) per service, built at unlock and dropped at lock, so no connection that
+//! carried a credential outlives the unlocked state. A call that ends early
+//! (body cut at `max_response_bytes`, timeout, upstream error) must not leave
+//! its connection in the pool (DESIGN.md rule 7): over HTTP/1.1 dropping the
+//! response closes it; over HTTP/2, where the connection is shared, the call
+//! [retires](Pool::retire) the whole pool, so that connection takes no new
+//! request and closes as soon as the calls still on it end. TLS is rustls with
+//! the system roots (read once at start-up, before the sandbox) plus the
+//! service's sealed `ca_file` PEM. Redirects are never followed. Names are
+//! resolved by [`CheckedResolver`], which hands the connector only addresses
+//! that pass [`check_ip`]; IP-literal hosts are checked by the caller.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -135,6 +137,60 @@ pub fn load_system_roots() -> rustls::RootCertStore {
     roots
 }
 
+/// A service's connection pool, replaceable as a whole (see the module doc).
+pub struct Pool {
+    service: Service,
+    system_roots: Arc<rustls::RootCertStore>,
+    /// The client in use and its generation.
+    current: Mutex<(u64, reqwest::Client)>,
+}
+
+/// The client a call uses, and which pool generation it came from.
+pub struct Lease {
+    /// The client (an `Arc` inside; cheap to clone).
+    pub client: reqwest::Client,
+    generation: u64,
+}
+
+impl Pool {
+    /// The pool of `service`; fails as [`build_client`] does.
+    pub fn new(service: &Service, system_roots: Arc<rustls::RootCertStore>) -> Result<Pool> {
+        let client = build_client(service, &system_roots)?;
+        Ok(Pool {
+            service: service.clone(),
+            system_roots,
+            current: Mutex::new((0, client)),
+        })
+    }
+
+    /// The client to make a call with.
+    pub fn lease(&self) -> Lease {
+        let g = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        Lease {
+            client: g.1.clone(),
+            generation: g.0,
+        }
+    }
+
+    /// Replaces the pool `lease` came from, unless that was already done: its
+    /// connections take no new call and close when their calls end. Used when
+    /// a call on a shared (HTTP/2) connection ended early.
+    pub fn retire(&self, lease: &Lease) {
+        let Ok(fresh) = build_client(&self.service, &self.system_roots) else {
+            return; // built once already from the same inputs; cannot happen
+        };
+        let mut g = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if g.0 == lease.generation {
+            *g = (g.0 + 1, fresh);
+        }
+    }
+
+    /// How many times the pool was replaced (tests, status).
+    pub fn generation(&self) -> u64 {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+}
+
 /// Builds the service's HTTP client.
 pub fn build_client(
     service: &Service,
@@ -171,12 +227,11 @@ pub fn build_client(
         .map_err(|e| Error::Invalid(format!("TLS setup failed: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let timeout = Duration::from_millis(service.timeout_ms);
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .https_only(true)
-        .http1_only()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .referer(false)
