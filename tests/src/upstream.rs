@@ -742,6 +742,12 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     match handle_route(&rec, &ctl) {
+        // HEAD: a GET's status and headers, no body (HTTP/2 forbids DATA after
+        // a HEAD's response headers; hyper's HTTP/1.1 server drops it itself).
+        Some(resp) if parts.method == hyper::Method::HEAD => {
+            let (head, _) = resp.into_parts();
+            Ok(Response::from_parts(head, RespBody::Full(None)))
+        }
         Some(resp) => Ok(resp),
         None => std::future::pending().await,
     }
