@@ -21,7 +21,13 @@ use crate::vault::KdfParams;
 
 /// vaultctl: manage the vaultd credential vault.
 #[derive(Debug, Parser)]
-#[command(name = "vaultctl", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "vaultctl",
+    version,
+    about = "Manage the vaultd credential vault: init, unlock, lock, secrets, policy, agents, audit",
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Read the passphrase from this file descriptor (up to the first newline) instead of the terminal.
     #[arg(long, global = true, value_name = "N")]
