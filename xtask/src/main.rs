@@ -19,20 +19,9 @@ use clap_complete::Shell;
 
 /// The three installed programs, by name, with their real definitions.
 fn programs() -> Vec<Command> {
-    let mut vaultctl = vaultd::ctl::Cli::command();
-    // Without a doc comment of its own, vaultctl's `about` is the vaultd
-    // crate's description, which describes the daemon: say what vaultctl is.
-    if vaultctl
-        .get_about()
-        .is_some_and(|a| a.to_string().starts_with("Credential vault daemon"))
-    {
-        vaultctl = vaultctl.about(
-            "vaultd's command line: init, unlock, lock, secrets, policy, agents, audit, MCP client set-up",
-        );
-    }
     vec![
         vaultd::cli::Args::command(),
-        vaultctl,
+        vaultd::ctl::Cli::command(),
         vault_mcp::cli::Cli::command(),
     ]
 }
