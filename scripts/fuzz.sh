@@ -13,7 +13,8 @@
 # builds of others. Seeds are read from fuzz/corpus/TARGET (committed, never
 # written here); what the fuzzer finds grows fuzz/artifacts/corpus/TARGET, and
 # crashing inputs land in fuzz/artifacts/TARGET/ (both ignored by git).
-# Reproduce a crash with `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...`.
+# Reproduce a crash with `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-...`
+# (with ASAN_OPTIONS=detect_leaks=0).
 #
 # Exit status: 0 when no target crashed, 1 otherwise.
 set -euo pipefail
@@ -47,6 +48,14 @@ if ! cargo "${toolchain[@]}" fuzz build >fuzz/artifacts/build.log 2>&1; then
     echo "the fuzz targets do not build (fuzz/artifacts/build.log)" >&2
     exit 2
 fi
+# LeakSanitizer's scan at exit faults on the guard pages (PROT_NONE) around
+# SecretBuf's locked memory: that is not a leak, and libFuzzer's own
+# -detect_leaks=0 below does not reach the at-exit check.
+export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+# Run the binaries built above directly (what `cargo fuzz run` does after its
+# build), so a source change during the run cannot trigger a rebuild midway.
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bindir="fuzz/target/$triple/release"
 
 logs=fuzz/artifacts/logs
 mkdir -p "$logs"
@@ -58,13 +67,11 @@ for t in "${targets[@]}"; do
     before=$(find "fuzz/artifacts/$t" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l)
     echo "fuzzing $t for ${secs}s (log: $logs/$t.log)"
     set +e
-    # -detect_leaks=0: LeakSanitizer's exit scan faults on the guard pages
-    # around SecretBuf's locked memory (PROT_NONE), which is not a leak.
     # -timeout: one input taking 30 s is a hang (a vault_file input runs argon2
     # at 8 MiB at most; an mcp_stdin session is bounded by 20 s in the target).
-    cargo "${toolchain[@]}" fuzz run "$t" "$work" "fuzz/corpus/$t" -- \
+    "$bindir/$t" -artifact_prefix="fuzz/artifacts/$t/" \
         -max_total_time="$secs" -print_final_stats=1 -timeout=30 -rss_limit_mb=4096 -detect_leaks=0 \
-        >"$logs/$t.log" 2>&1
+        "$work" "fuzz/corpus/$t" >"$logs/$t.log" 2>&1
     rc=$?
     set -e
     after=$(find "fuzz/artifacts/$t" -maxdepth 1 -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | wc -l)

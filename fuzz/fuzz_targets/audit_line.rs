@@ -30,7 +30,11 @@ fn fixture() -> &'static Fixture {
         let path = dir.path().join("audit.jsonl");
         let data_key = SecretBuf::copy_from(&[7u8; 32]).expect("key");
         let key = audit::derive_key(&data_key).expect("derive");
-        Fixture { _dir: dir, path, key }
+        Fixture {
+            _dir: dir,
+            path,
+            key,
+        }
     })
 }
 
@@ -48,14 +52,34 @@ fuzz_target!(|data: &[u8]| {
     let v = audit::verify_file(&f.path, &f.key);
     if v.problem.is_none() {
         // `verify_file` reads with BufRead::lines, which also splits "\r\n".
-        let lines = std::str::from_utf8(data).expect("a verified log is UTF-8").lines().count();
-        assert_eq!(v.records as usize, lines, "verified {} records in {lines} lines", v.records);
-        for (i, line) in std::str::from_utf8(data).unwrap_or_default().lines().enumerate() {
-            let record = audit::parse_line(line).unwrap_or_else(|| panic!("a verified line does not parse: {line:?}"));
-            assert_eq!(record.seq, i as u64 + 1, "verified line {} has seq {}", i + 1, record.seq);
+        let lines = std::str::from_utf8(data)
+            .expect("a verified log is UTF-8")
+            .lines()
+            .count();
+        assert_eq!(
+            v.records as usize, lines,
+            "verified {} records in {lines} lines",
+            v.records
+        );
+        for (i, line) in std::str::from_utf8(data)
+            .unwrap_or_default()
+            .lines()
+            .enumerate()
+        {
+            let record = audit::parse_line(line)
+                .unwrap_or_else(|| panic!("a verified line does not parse: {line:?}"));
+            assert_eq!(
+                record.seq,
+                i as u64 + 1,
+                "verified line {} has seq {}",
+                i + 1,
+                record.seq
+            );
             // The MAC is written as 64 lowercase hex digits; any other spelling
             // of the same value ("+f", "AB") is an edit verify must report.
-            let mac = line.get(line.len() - 66..line.len() - 2).unwrap_or_default();
+            let mac = line
+                .get(line.len() - 66..line.len() - 2)
+                .unwrap_or_default();
             assert!(
                 mac.len() == 64 && mac.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
                 "a line whose MAC is not lowercase hex verified: {line:?}"

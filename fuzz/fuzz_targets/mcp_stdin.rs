@@ -38,7 +38,9 @@ const SESSION_LIMIT: Duration = Duration::from_secs(20);
 
 fn decode_lines(data: &[u8]) {
     for line in data.split(|b| *b == b'\n') {
-        let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(line) else { continue };
+        let Ok(message) = serde_json::from_slice::<ClientJsonRpcMessage>(line) else {
+            continue;
+        };
         if let JsonRpcMessage::Request(req) = &message
             && let ClientRequest::CallToolRequest(call) = &req.request
             && call.params.name == "execute"
@@ -53,7 +55,10 @@ async fn session(input: Vec<u8>) -> Vec<u8> {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (server_read, server_write) = tokio::io::split(server);
     let transport = PreInitTolerant::new(AsyncRwTransport::new_server(server_read, server_write));
-    let mcp = VaultMcp::new(Daemon::new(Ok(PathBuf::from(SOCKET))), Ok(Token::new(TOKEN.to_owned())));
+    let mcp = VaultMcp::new(
+        Daemon::new(Ok(PathBuf::from(SOCKET))),
+        Ok(Token::new(TOKEN.to_owned())),
+    );
     let server_task = tokio::spawn(async move {
         if let Ok(running) = mcp.serve(transport).await {
             let _ = running.waiting().await;
@@ -68,7 +73,10 @@ async fn session(input: Vec<u8>) -> Vec<u8> {
     };
     let read = async move {
         let mut out = Vec::new();
-        client_read.read_to_end(&mut out).await.expect("read from the in-memory pipe");
+        client_read
+            .read_to_end(&mut out)
+            .await
+            .expect("read from the in-memory pipe");
         out
     };
     let ((), out) = tokio::time::timeout(SESSION_LIMIT, async { tokio::join!(write, read) })
@@ -86,9 +94,16 @@ fn check_output(out: &[u8]) {
     let text = std::str::from_utf8(out).expect("stdout is UTF-8");
     assert!(!text.contains(TOKEN), "the agent token reached stdout");
     for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-        let obj = v.as_object().unwrap_or_else(|| panic!("stdout line is not a JSON object: {line}"));
-        assert_eq!(obj.get("jsonrpc"), Some(&Value::String("2.0".into())), "not JSON-RPC 2.0: {line}");
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        let obj = v
+            .as_object()
+            .unwrap_or_else(|| panic!("stdout line is not a JSON object: {line}"));
+        assert_eq!(
+            obj.get("jsonrpc"),
+            Some(&Value::String("2.0".into())),
+            "not JSON-RPC 2.0: {line}"
+        );
         if obj.contains_key("method") {
             assert!(obj["method"].is_string(), "method is not a string: {line}");
         } else {
@@ -109,7 +124,10 @@ fn check_output(out: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     decode_lines(data);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let out = runtime.block_on(session(data.to_vec()));
     runtime.shutdown_timeout(Duration::from_millis(500));
     check_output(&out);

@@ -29,19 +29,31 @@ fn context() -> Context<'static> {
         secrets: BTreeSet::from(["github-token", "api-key", "short", "basic-pw"]),
         agents: BTreeSet::from(["claude-code", "cursor"]),
         ca_files: ca_files(),
-        secret_lens: [("github-token", 40), ("api-key", 24), ("short", 4), ("basic-pw", 12)].into_iter().collect(),
+        secret_lens: [
+            ("github-token", 40),
+            ("api-key", 24),
+            ("short", 4),
+            ("basic-pw", 12),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let lines = text.split('\n').count();
     let ctx = context();
 
     let cas = policy::ca_files(text);
     if let Ok(paths) = &cas {
         for (_, line) in paths {
-            assert!((1..=lines).contains(line), "ca_file line {line} outside 1..={lines}");
+            assert!(
+                (1..=lines).contains(line),
+                "ca_file line {line} outside 1..={lines}"
+            );
         }
     }
     let parsed = match policy::parse(text, &ctx) {
@@ -49,7 +61,12 @@ fuzz_target!(|data: &[u8]| {
         Err(errors) => {
             assert!(!errors.is_empty(), "refused with no error");
             for e in &errors {
-                assert!(e.line <= lines, "error line {} past the end ({lines} lines): {}", e.line, e.message);
+                assert!(
+                    e.line <= lines,
+                    "error line {} past the end ({lines} lines): {}",
+                    e.line,
+                    e.message
+                );
             }
             let _ = policy::format_errors("policy.toml", &errors);
             return;
@@ -68,9 +85,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let before = serde_json::to_value(&parsed.policy).expect("policy serializes");
     let after = serde_json::to_value(&again.policy).expect("policy serializes");
-    assert_eq!(before, after, "render/parse changed the policy\n--- rendered:\n{shown}\n--- input:\n{text}");
-    assert_eq!(parsed.agents, again.agents, "render/parse changed the agents");
+    assert_eq!(
+        before, after,
+        "render/parse changed the policy\n--- rendered:\n{shown}\n--- input:\n{text}"
+    );
+    assert_eq!(
+        parsed.agents, again.agents,
+        "render/parse changed the agents"
+    );
     // Rendering is a fixed point.
     let again_agents: Vec<&str> = again.agents.iter().map(String::as_str).collect();
-    assert_eq!(shown, policy::render(&again.policy, &again_agents), "render is not stable");
+    assert_eq!(
+        shown,
+        policy::render(&again.policy, &again_agents),
+        "render is not stable"
+    );
 });

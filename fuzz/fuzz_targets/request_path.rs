@@ -32,7 +32,10 @@ const BASES: [(&str, &str); 3] = [
 ];
 
 fn field(fields: &[&[u8]], i: usize) -> String {
-    fields.get(i).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    fields
+        .get(i)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -51,7 +54,10 @@ fn decode(s: &str) -> Vec<u8> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let (Some(h), Some(l)) = (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex))
+            && let (Some(h), Some(l)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            )
         {
             out.push(h << 4 | l);
             i += 3;
@@ -69,7 +75,8 @@ fn assert_safe_path(raw: &str, out: &str) {
     assert!(!out.contains("//"), "{out:?} has an empty segment");
     assert!(out.is_ascii(), "{out:?} is not ASCII");
     assert!(
-        !out.bytes().any(|b| b.is_ascii_control() || b" \\?#".contains(&b)),
+        !out.bytes()
+            .any(|b| b.is_ascii_control() || b" \\?#".contains(&b)),
         "{out:?} has a control character, space, backslash, '?' or '#'"
     );
     let lower = out.to_ascii_lowercase();
@@ -89,14 +96,27 @@ fn assert_safe_path(raw: &str, out: &str) {
     }
     for segment in out[1..].split('/') {
         let decoded = decode(segment);
-        let core: Vec<u8> = decoded.iter().copied().take_while(|b| !matches!(b, b';' | b'?' | b'#')).collect();
+        let core: Vec<u8> = decoded
+            .iter()
+            .copied()
+            .take_while(|b| !matches!(b, b';' | b'?' | b'#'))
+            .collect();
         assert!(
             !(core.contains(&b'.') && core.iter().all(|b| matches!(b, b'.' | b' '))),
             "{out:?} has a dot segment {segment:?}"
         );
-        assert!(!decoded.starts_with(b";"), "{out:?} has a segment starting with ';'");
-        assert!(!decoded.contains(&b'/') && !decoded.contains(&b'\\'), "{out:?} encodes a slash or backslash");
-        assert!(std::str::from_utf8(&decoded).is_ok(), "{out:?} decodes to invalid UTF-8");
+        assert!(
+            !decoded.starts_with(b";"),
+            "{out:?} has a segment starting with ';'"
+        );
+        assert!(
+            !decoded.contains(&b'/') && !decoded.contains(&b'\\'),
+            "{out:?} encodes a slash or backslash"
+        );
+        assert!(
+            std::str::from_utf8(&decoded).is_ok(),
+            "{out:?} decodes to invalid UTF-8"
+        );
     }
 }
 
@@ -105,19 +125,54 @@ fn assert_join(path: &str) {
         let base = url::Url::parse(base_text).expect("base URL");
         // Every accepted path can be sent: `join_url` refuses only what the
         // URL parser would re-encode, and an accepted path has none of it.
-        let url = join_url(&base, path).unwrap_or_else(|e| panic!("accepted path {path:?} cannot be sent on {base_text}: {e}"));
-        assert_eq!(url.scheme(), base.scheme(), "{path:?}: scheme changed: {url}");
-        assert_eq!(url.host_str(), base.host_str(), "{path:?}: host changed: {url}");
-        assert_eq!(url.port_or_known_default(), base.port_or_known_default(), "{path:?}: port changed: {url}");
+        let url = join_url(&base, path).unwrap_or_else(|e| {
+            panic!("accepted path {path:?} cannot be sent on {base_text}: {e}")
+        });
+        assert_eq!(
+            url.scheme(),
+            base.scheme(),
+            "{path:?}: scheme changed: {url}"
+        );
+        assert_eq!(
+            url.host_str(),
+            base.host_str(),
+            "{path:?}: host changed: {url}"
+        );
+        assert_eq!(
+            url.port_or_known_default(),
+            base.port_or_known_default(),
+            "{path:?}: port changed: {url}"
+        );
         assert_eq!(url.username(), "", "{path:?}: userinfo appeared: {url}");
-        assert!(url.password().is_none(), "{path:?}: password appeared: {url}");
-        assert_eq!(url.path(), format!("{prefix}{path}"), "{path:?}: path sent != path matched: {url}");
-        assert!(url.path().starts_with(&format!("{prefix}/")), "{path:?}: left the base prefix: {url}");
-        assert!(url.query().is_none() && url.fragment().is_none(), "{path:?}: query or fragment appeared: {url}");
+        assert!(
+            url.password().is_none(),
+            "{path:?}: password appeared: {url}"
+        );
+        assert_eq!(
+            url.path(),
+            format!("{prefix}{path}"),
+            "{path:?}: path sent != path matched: {url}"
+        );
+        assert!(
+            url.path().starts_with(&format!("{prefix}/")),
+            "{path:?}: left the base prefix: {url}"
+        );
+        assert!(
+            url.query().is_none() && url.fragment().is_none(),
+            "{path:?}: query or fragment appeared: {url}"
+        );
         // What goes on the wire re-parses to the same place.
         let again = url::Url::parse(url.as_str()).expect("serialized URL re-parses");
-        assert_eq!(again.path(), url.path(), "{path:?}: path changes when the URL is re-parsed");
-        assert_eq!(again.host_str(), base.host_str(), "{path:?}: host changes when the URL is re-parsed");
+        assert_eq!(
+            again.path(),
+            url.path(),
+            "{path:?}: path changes when the URL is re-parsed"
+        );
+        assert_eq!(
+            again.host_str(),
+            base.host_str(),
+            "{path:?}: host changes when the URL is re-parsed"
+        );
     }
 }
 
@@ -125,29 +180,54 @@ fn assert_join(path: &str) {
 fn reference_match(pattern: &[&str], segments: &[&str]) -> bool {
     match pattern.split_first() {
         None => segments.is_empty(),
-        Some((&"**", rest)) => (0..=segments.len()).any(|skip| reference_match(rest, &segments[skip..])),
-        Some((&"*", rest)) => segments.split_first().is_some_and(|(s, tail)| !s.is_empty() && reference_match(rest, tail)),
-        Some((literal, rest)) => segments.split_first().is_some_and(|(s, tail)| s == literal && reference_match(rest, tail)),
+        Some((&"**", rest)) => {
+            (0..=segments.len()).any(|skip| reference_match(rest, &segments[skip..]))
+        }
+        Some((&"*", rest)) => segments
+            .split_first()
+            .is_some_and(|(s, tail)| !s.is_empty() && reference_match(rest, tail)),
+        Some((literal, rest)) => segments
+            .split_first()
+            .is_some_and(|(s, tail)| s == literal && reference_match(rest, tail)),
     }
 }
 
-fn check_rule(text: &str, method: Option<&'static str>, path: Option<&str>, raw_method: &str, raw_path: &str) {
+fn check_rule(
+    text: &str,
+    method: Option<&'static str>,
+    path: Option<&str>,
+    raw_method: &str,
+    raw_path: &str,
+) {
     let Ok(rule) = Rule::parse(text) else { return };
     assert_eq!(rule.as_str(), text, "Rule::as_str is not the text");
     let (rule_method, rule_path) = text.split_once(' ').expect("an accepted rule has a space");
-    assert!(rule_method == "*" || METHODS.contains(&rule_method), "accepted rule method {rule_method:?}");
+    assert!(
+        rule_method == "*" || METHODS.contains(&rule_method),
+        "accepted rule method {rule_method:?}"
+    );
     // The rule's own path (with wildcards as literal text) is a canonical path shape.
-    assert!(rule_path.starts_with('/') && !rule_path.contains("//"), "accepted rule path {rule_path:?}");
+    assert!(
+        rule_path.starts_with('/') && !rule_path.contains("//"),
+        "accepted rule path {rule_path:?}"
+    );
     // Unchecked input must not panic (the result is meaningless, but it must return).
     let _ = rule.matches(raw_method, raw_path);
-    let (Some(method), Some(path)) = (method, path) else { return };
+    let (Some(method), Some(path)) = (method, path) else {
+        return;
+    };
     let pattern: Vec<&str> = rule_path[1..].split('/').collect();
     let segments: Vec<&str> = path[1..].split('/').collect();
     let pattern_count = pattern.iter().filter(|p| **p == "**").count();
     // The reference is exponential in the number of `**`: keep it to small cases.
     if pattern_count <= 4 && segments.len() <= 24 {
-        let want = (rule_method == "*" || rule_method == method) && reference_match(&pattern, &segments);
-        assert_eq!(rule.matches(method, path), want, "rule {text:?} vs {method} {path:?}");
+        let want =
+            (rule_method == "*" || rule_method == method) && reference_match(&pattern, &segments);
+        assert_eq!(
+            rule.matches(method, path),
+            want,
+            "rule {text:?} vs {method} {path:?}"
+        );
     }
 }
 
@@ -166,7 +246,10 @@ fuzz_target!(|data: &[u8]| {
     let method = canonical_method(&raw_method).ok();
     if let Some(m) = method {
         assert!(METHODS.contains(&m), "method {m:?}");
-        assert!(m.eq_ignore_ascii_case(&raw_method), "{raw_method:?} became {m}");
+        assert!(
+            m.eq_ignore_ascii_case(&raw_method),
+            "{raw_method:?} became {m}"
+        );
     }
 
     let path = match canonical_path(&raw_path) {
@@ -177,7 +260,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             // Refusals echo agent input escaped, never raw.
-            assert!(e.0.bytes().all(|b| (0x20..0x7f).contains(&b)), "unescaped refusal text: {:?}", e.0);
+            assert!(
+                e.0.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                "unescaped refusal text: {:?}",
+                e.0
+            );
             None
         }
     };
@@ -186,23 +273,58 @@ fuzz_target!(|data: &[u8]| {
     check_rule(&rule_b, method, path.as_deref(), &raw_method, &raw_path);
 
     let credential = (!credential.is_empty()).then_some(credential.as_str());
-    let headers = vec![(header_name.clone(), header_value.clone()), ("Accept".to_owned(), "*/*".to_owned())];
+    let headers = vec![
+        (header_name.clone(), header_value.clone()),
+        ("Accept".to_owned(), "*/*".to_owned()),
+    ];
     if let Ok(out) = check_headers(&headers, credential) {
         for (name, value) in &out {
-            assert_eq!(*name, name.to_ascii_lowercase(), "header name not lowercased");
-            for forbidden in ["host", "authorization", "cookie", "content-length", "transfer-encoding", "connection", "expect", "te", "upgrade"] {
+            assert_eq!(
+                *name,
+                name.to_ascii_lowercase(),
+                "header name not lowercased"
+            );
+            for forbidden in [
+                "host",
+                "authorization",
+                "cookie",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "expect",
+                "te",
+                "upgrade",
+            ] {
                 assert_ne!(name, forbidden, "forbidden header {name:?} accepted");
             }
-            assert!(!name.starts_with("proxy-"), "proxy header {name:?} accepted");
-            assert!(credential.is_none_or(|c| !c.eq_ignore_ascii_case(name)), "credential header {name:?} accepted");
-            assert!(!value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0), "CR/LF/NUL in header value accepted");
+            assert!(
+                !name.starts_with("proxy-"),
+                "proxy header {name:?} accepted"
+            );
+            assert!(
+                credential.is_none_or(|c| !c.eq_ignore_ascii_case(name)),
+                "credential header {name:?} accepted"
+            );
+            assert!(
+                !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
+                "CR/LF/NUL in header value accepted"
+            );
         }
     }
     let query = vec![(query_name.clone(), query_value.clone())];
     if let Ok(out) = check_query(&query, credential) {
         assert_eq!(out, query, "check_query changed its input");
-        assert!(credential.is_none_or(|c| !c.eq_ignore_ascii_case(&query_name)), "credential query name {query_name:?} accepted");
-        assert!(!query_name.eq_ignore_ascii_case("_method"), "_method accepted");
-        assert!(!query_value.chars().any(char::is_control), "control character in query value accepted");
+        assert!(
+            credential.is_none_or(|c| !c.eq_ignore_ascii_case(&query_name)),
+            "credential query name {query_name:?} accepted"
+        );
+        assert!(
+            !query_name.eq_ignore_ascii_case("_method"),
+            "_method accepted"
+        );
+        assert!(
+            !query_value.chars().any(char::is_control),
+            "control character in query value accepted"
+        );
     }
 });

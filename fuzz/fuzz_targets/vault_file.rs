@@ -33,7 +33,11 @@ use vaultd::secret::SecretBuf;
 use vaultd::vault::{self, AgentRecord, KdfParams, VaultData};
 
 const PASSPHRASE: &[u8] = b"correct horse battery staple";
-const KDF: KdfParams = KdfParams { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+const KDF: KdfParams = KdfParams {
+    memory_kib: 8 * 1024,
+    iterations: 1,
+    parallelism: 1,
+};
 const HEADER_LEN: usize = 128;
 
 struct Sealed {
@@ -45,14 +49,27 @@ fn sealed() -> &'static Sealed {
     static SEALED: OnceLock<Sealed> = OnceLock::new();
     SEALED.get_or_init(|| {
         let (header, data_key) = vault::create(PASSPHRASE, KDF).expect("create");
-        let mut data = VaultData { generation: 3, ..Default::default() };
-        data.secrets.insert("github-token".into(), SecretBuf::copy_from(b"ghp_CANARYcanary0123456789").expect("secret"));
-        data.agents.insert("claude-code".into(), AgentRecord { token_sha256: Some("ab".repeat(32)) });
+        let mut data = VaultData {
+            generation: 3,
+            ..Default::default()
+        };
+        data.secrets.insert(
+            "github-token".into(),
+            SecretBuf::copy_from(b"ghp_CANARYcanary0123456789").expect("secret"),
+        );
+        data.agents.insert(
+            "claude-code".into(),
+            AgentRecord {
+                token_sha256: Some("ab".repeat(32)),
+            },
+        );
         data.policy = StoredPolicy {
             services: vec![Service {
                 name: "github".into(),
                 base_url: "https://api.github.com".into(),
-                auth: Auth::Bearer { secret: "github-token".into() },
+                auth: Auth::Bearer {
+                    secret: "github-token".into(),
+                },
                 timeout_ms: 30_000,
                 max_response_bytes: 1 << 20,
                 ca_file: None,
@@ -70,7 +87,8 @@ fn sealed() -> &'static Sealed {
             }],
         };
         let file = vault::seal(&header, &data_key, &data).expect("seal");
-        let opened = vault::open(Path::new("vault.bin"), &file, PASSPHRASE).expect("the genuine file opens");
+        let opened =
+            vault::open(Path::new("vault.bin"), &file, PASSPHRASE).expect("the genuine file opens");
         assert_eq!(opened.data.generation, 3);
         Sealed { file, data_key }
     })
@@ -87,11 +105,15 @@ fn fix_checksum(file: &mut [u8]) {
 
 /// Is argon2 with these parameters no costlier than the sealed file's own?
 fn cheap(kdf: KdfParams) -> bool {
-    kdf.memory_kib <= KDF.memory_kib && kdf.iterations <= KDF.iterations && kdf.parallelism <= KDF.parallelism
+    kdf.memory_kib <= KDF.memory_kib
+        && kdf.iterations <= KDF.iterations
+        && kdf.parallelism <= KDF.parallelism
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, rest)) = data.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
     let path = Path::new("vault.bin");
     let raw = flags & 1 != 0;
     let sealed = sealed();
@@ -99,8 +121,10 @@ fuzz_target!(|data: &[u8]| {
         rest.to_vec()
     } else {
         let mut file = sealed.file.clone();
-        let edits: Vec<(usize, u8)> =
-            rest.chunks_exact(3).map(|c| (usize::from(u16::from_le_bytes([c[0], c[1]])), c[2])).collect();
+        let edits: Vec<(usize, u8)> = rest
+            .chunks_exact(3)
+            .map(|c| (usize::from(u16::from_le_bytes([c[0], c[1]])), c[2]))
+            .collect();
         for &(offset, xor) in &edits {
             let i = offset % file.len();
             file[i] ^= xor;
@@ -126,7 +150,11 @@ fuzz_target!(|data: &[u8]| {
         Err(Error::Tampered { .. } | Error::BadFormat { .. }) => return,
         Err(e) => panic!("parse_header: unexpected error kind: {e}"),
     };
-    assert!(file.len() >= 152 + 16 + 32, "parse_header accepted a {}-byte file", file.len());
+    assert!(
+        file.len() >= 152 + 16 + 32,
+        "parse_header accepted a {}-byte file",
+        file.len()
+    );
     if !cheap(header.kdf) {
         return;
     }
@@ -138,7 +166,11 @@ fuzz_target!(|data: &[u8]| {
         vault::open(path, &file, PASSPHRASE).map(|_| ())
     };
     match result {
-        Ok(()) => assert!(!mutated, "an edited vault file opened ({} bytes)", file.len()),
+        Ok(()) => assert!(
+            !mutated,
+            "an edited vault file opened ({} bytes)",
+            file.len()
+        ),
         Err(Error::Tampered { .. } | Error::BadFormat { .. } | Error::WrongPassphrase) => {}
         Err(e) => panic!("open: unexpected error kind: {e}"),
     }
