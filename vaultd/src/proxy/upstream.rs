@@ -187,7 +187,10 @@ impl Pool {
 
     /// How many times the pool was replaced (tests, status).
     pub fn generation(&self) -> u64 {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).0
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
     }
 }
 
