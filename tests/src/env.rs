@@ -163,7 +163,10 @@ pub fn binaries() -> &'static Binaries {
 
 /// Labelled outputs captured from children (not files: those are read from disk).
 #[derive(Clone, Default)]
-pub(crate) struct Transcript(Arc<Mutex<Vec<(String, Vec<u8>)>>>);
+pub(crate) struct Transcript(Arc<Mutex<Vec<Labelled>>>);
+
+/// One captured output: its label and its bytes.
+type Labelled = (String, Vec<u8>);
 
 impl Transcript {
     pub(crate) fn push(&self, label: String, bytes: &[u8]) {
@@ -1154,11 +1157,11 @@ impl Drop for VaultEnv {
         if std::thread::panicking() {
             self.dump_logs_on_panic();
         }
-        if let Some(root) = self.root.take() {
-            if keep {
-                let p = root.keep();
-                eprintln!("vaultd-tests: kept {}", p.display());
-            }
+        if let Some(root) = self.root.take()
+            && keep
+        {
+            let p = root.keep();
+            eprintln!("vaultd-tests: kept {}", p.display());
         }
     }
 }

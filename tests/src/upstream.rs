@@ -498,10 +498,10 @@ fn version_str(v: Version) -> &'static str {
 
 fn echo_object(r: &Recorded) -> serde_json::Value {
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
-    if r.version == Version::HTTP_2 {
-        if let Some(a) = &r.authority {
-            headers.insert("host".into(), a.clone());
-        }
+    if r.version == Version::HTTP_2
+        && let Some(a) = &r.authority
+    {
+        headers.insert("host".into(), a.clone());
     }
     for (n, v) in &r.headers {
         headers

@@ -216,7 +216,7 @@ fn raise_nofile(n: u64) -> u64 {
     let cur = lim.current.unwrap_or(u64::MAX);
     if cur < n {
         lim.current = Some(lim.maximum.map_or(n, |max| n.min(max)));
-        setrlimit(Resource::Nofile, lim.clone()).expect("setrlimit(RLIMIT_NOFILE)");
+        setrlimit(Resource::Nofile, lim).expect("setrlimit(RLIMIT_NOFILE)");
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }

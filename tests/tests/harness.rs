@@ -297,12 +297,10 @@ async fn hostile_routes() {
             &next_chunk(&mut body).await.unwrap().unwrap()[..],
             b"0123456789"
         );
-        let err = loop {
-            match next_chunk(&mut body).await {
-                Ok(Some(_)) => panic!("{proto:?}: more data after the reset"),
-                Ok(None) => panic!("{proto:?}: reset body ended cleanly"),
-                Err(e) => break error_chain(&e),
-            }
+        let err = match next_chunk(&mut body).await {
+            Ok(Some(_)) => panic!("{proto:?}: more data after the reset"),
+            Ok(None) => panic!("{proto:?}: reset body ended cleanly"),
+            Err(e) => error_chain(&e),
         };
         eprintln!("{proto:?} reset: {err}");
         if proto == Proto::Http1 {

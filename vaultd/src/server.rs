@@ -562,7 +562,7 @@ impl Vault for VaultService {
             .policy
             .capabilities
             .iter()
-            .filter(|c| c.agents.iter().any(|a| *a == agent))
+            .filter(|c| c.agents.contains(&agent))
             .map(|c| CapabilityInfo {
                 name: c.name.clone(),
                 service: c.service.clone(),
