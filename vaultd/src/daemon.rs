@@ -334,7 +334,7 @@ impl Daemon {
                 basic_token = SecretBuf::take(token)?;
                 forms.push(basic_token.expose());
             }
-            let scrubber = Scrubber::new(&forms);
+            let scrubber = Scrubber::new(&forms)?;
             let pool = upstream::Pool::new(s, self.system_roots.clone())?;
             let base = url::Url::parse(&s.base_url)
                 .map_err(|e| Error::Invalid(format!("service {}: {e}", s.name)))?;

@@ -86,8 +86,10 @@
 //!
 //! # Memory hygiene
 //!
-//! Patterns and decoded views are held in [`Zeroizing`] buffers, a
-//! scrubbed buffer's old contents are wiped before it is released, and the
+//! Patterns are packed into one [`SecretBuf`] (locked, non-dumpable pages,
+//! wiped on drop), built from [`Zeroizing`] intermediates; decoded views are
+//! held in [`Zeroizing`] buffers; a scrubbed buffer's old contents are wiped
+//! before it is released, and the
 //! stack below the scrub is zeroed after each call (the SIMD searches spill
 //! haystack chunks there in unoptimized builds). This is best effort: copies made before the scrubber sees the data (TLS and HTTP
 //! buffers, decompression) are outside its reach, and the `memchr` searchers
@@ -101,6 +103,8 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use memchr::memmem::Finder;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::secret::{SecretAllocError, SecretBuf};
+
 /// Replacement text for every credential occurrence.
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
@@ -111,11 +115,53 @@ pub const MIN_PATTERN_LEN: usize = 6;
 
 /// The byte patterns derived from one service's credentials.
 ///
-/// Every pattern is secret-derived and lives in a [`Zeroizing`] buffer wiped
-/// on drop. `Debug` shows only the number of patterns.
+/// Every pattern is secret-derived and lives on the locked pages of one
+/// [`SecretBuf`], wiped on drop. `Debug` shows only the number of patterns.
 pub struct Scrubber {
     /// Distinct patterns, longest first, each at least `MIN_PATTERN_LEN` bytes.
-    patterns: Vec<Zeroizing<Vec<u8>>>,
+    patterns: Patterns,
+}
+
+/// Patterns packed end to end into one secret buffer: one locked allocation
+/// per service, whatever the number of forms.
+struct Patterns {
+    arena: SecretBuf,
+    /// (offset, length) of each pattern in `arena`: not secret.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Patterns {
+    /// Copies `list` (in order) into a secret buffer; `list` is wiped as it drops.
+    fn pack(list: Vec<Zeroizing<Vec<u8>>>) -> Result<Patterns, SecretAllocError> {
+        let total: usize = list.iter().map(|p| p.len()).sum();
+        let mut arena = SecretBuf::zeroed(total.max(1))?;
+        let mut spans = Vec::with_capacity(list.len());
+        let mut at = 0;
+        for p in &list {
+            arena.expose_mut()[at..at + p.len()].copy_from_slice(p);
+            spans.push((at, p.len()));
+            at += p.len();
+        }
+        Ok(Patterns { arena, spans })
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Pattern `i`.
+    fn get(&self, i: usize) -> &[u8] {
+        let (at, len) = self.spans[i];
+        &self.arena.expose()[at..at + len]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 impl fmt::Debug for Scrubber {
@@ -138,7 +184,10 @@ impl Scrubber {
     /// bytes are dropped (the daemon refuses credentials shorter than 8 bytes,
     /// so a real credential always keeps its long forms). Patterns are sorted
     /// longest first.
-    pub fn new(values: &[&[u8]]) -> Scrubber {
+    ///
+    /// Fails only where secrets cannot be held at all: out of memory, or
+    /// `require_mlock` with pages that cannot be locked.
+    pub fn new(values: &[&[u8]]) -> Result<Scrubber, SecretAllocError> {
         let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         for value in values {
             patterns.push(copy_of(value));
@@ -159,7 +208,9 @@ impl Scrubber {
         patterns.retain(|p| p.len() >= MIN_PATTERN_LEN);
         patterns.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        Scrubber { patterns }
+        Ok(Scrubber {
+            patterns: Patterns::pack(patterns)?,
+        })
     }
 
     /// Number of patterns (for tests and status).
@@ -236,7 +287,7 @@ impl Scrubber {
         let finders: Vec<Finder<'_>> = self
             .patterns
             .iter()
-            .map(|p| Finder::new(p.as_slice()))
+            .map(Finder::new)
             .collect();
         self.scrub_with(data, truncated, &Search::Finders(&finders))
     }
@@ -426,7 +477,7 @@ enum Search<'a> {
     /// `memmem` finders, one per pattern.
     Finders(&'a [Finder<'a>]),
     /// `memchr` on each pattern's first byte, then a comparison.
-    Naive(&'a [Zeroizing<Vec<u8>>]),
+    Naive(&'a Patterns),
 }
 
 impl Search<'_> {
@@ -505,9 +556,9 @@ fn merge_spans(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
 
 /// Start of the longest suffix of `hay` that is a non-empty prefix of some
 /// pattern.
-fn fragment_start(hay: &[u8], patterns: &[Zeroizing<Vec<u8>>]) -> Option<usize> {
+fn fragment_start(hay: &[u8], patterns: &Patterns) -> Option<usize> {
     let mut best: Option<usize> = None;
-    for p in patterns {
+    for p in patterns.iter() {
         let longest = p.len().min(hay.len());
         for len in (1..=longest).rev() {
             if hay.ends_with(p.get(..len).unwrap_or_default()) {
@@ -811,8 +862,12 @@ mod tests {
     const BINARY: &[u8] = b"\x00\xffbin\x10ary\x7f\x80\"\\ sec<r>et\n";
     const VALUES: [&[u8]; 3] = [CANARY, PASSWORD, BINARY];
 
+    fn build(values: &[&[u8]]) -> Scrubber {
+        Scrubber::new(values).expect("secret buffer for the patterns")
+    }
+
     fn scrubber() -> Scrubber {
-        Scrubber::new(&VALUES)
+        build(&VALUES)
     }
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -874,7 +929,7 @@ mod tests {
     /// base64 at any alignment, no hex in any case, and nothing in the
     /// percent-decoded or JSON-unescaped views.
     fn assert_clean(s: &Scrubber, out: &[u8], value: &[u8]) {
-        for p in &s.patterns {
+        for p in s.patterns.iter() {
             assert!(
                 !contains(out, p),
                 "pattern {:?} left in {:?}",
@@ -961,19 +1016,19 @@ mod tests {
     fn patterns_are_sorted_deduplicated_and_long_enough() {
         let s = scrubber();
         assert!(s.pattern_count() > 0);
-        for w in s.patterns.windows(2) {
+        for w in s.patterns.iter().collect::<Vec<_>>().windows(2) {
             assert!(w[0].len() >= w[1].len());
-            assert_ne!(w[0].as_slice(), w[1].as_slice());
+            assert_ne!(w[0], w[1]);
         }
         assert!(s.patterns.iter().all(|p| p.len() >= MIN_PATTERN_LEN));
         assert_eq!(
-            Scrubber::new(&[CANARY, CANARY]).pattern_count(),
-            Scrubber::new(&[CANARY]).pattern_count()
+            build(&[CANARY, CANARY]).pattern_count(),
+            build(&[CANARY]).pattern_count()
         );
         // canary: raw (= every URL form: it is all unreserved), 3 base64 (=
         // base64url: its encodings have no '+' or '/'), 2 hex
-        assert_eq!(Scrubber::new(&[CANARY]).pattern_count(), 6);
-        assert_eq!(Scrubber::new(&[]).pattern_count(), 0);
+        assert_eq!(build(&[CANARY]).pattern_count(), 6);
+        assert_eq!(build(&[]).pattern_count(), 0);
     }
 
     #[test]
@@ -992,7 +1047,7 @@ mod tests {
 
     #[test]
     fn debug_shows_only_the_count() {
-        let s = Scrubber::new(&[CANARY]);
+        let s = build(&[CANARY]);
         let d = format!("{s:?}");
         assert_eq!(d, "Scrubber { patterns: 6 }");
         assert!(!d.contains("sk_live"));
@@ -1001,17 +1056,17 @@ mod tests {
     #[test]
     fn patterns_shorter_than_six_bytes_are_skipped() {
         // "abc": raw, base64 "YWJj" and percent forms are < 6; hex "616263" is kept.
-        let s = Scrubber::new(&[b"abc"]);
+        let s = build(&[b"abc"]);
         assert_eq!(s.pattern_count(), 1);
-        assert_eq!(s.patterns[0].as_slice(), b"616263");
+        assert_eq!(s.patterns.get(0), b"616263");
         let (out, n) = scrubbed(&s, b"x abc YWJj abc%20 y");
         assert_eq!((out.as_slice(), n), (&b"x abc YWJj abc%20 y"[..], 0));
         let (out, n) = scrubbed(&s, b"hex 616263!");
         assert_eq!((out.as_slice(), n), (&b"hex [REDACTED]!"[..], 1));
-        assert_eq!(Scrubber::new(&[b"ab"]).pattern_count(), 0);
-        assert_eq!(Scrubber::new(&[b""]).pattern_count(), 0);
+        assert_eq!(build(&[b"ab"]).pattern_count(), 0);
+        assert_eq!(build(&[b""]).pattern_count(), 0);
         let mut body = b"ab ab".to_vec();
-        assert_eq!(Scrubber::new(&[b"ab"]).scrub(&mut body), 0);
+        assert_eq!(build(&[b"ab"]).scrub(&mut body), 0);
         assert_eq!(body, b"ab ab");
     }
 
@@ -1160,7 +1215,7 @@ mod tests {
     #[test]
     fn json_unicode_escapes_and_surrogate_pairs() {
         let v = "tok\u{20ac}n-\u{1F600}-secret".as_bytes();
-        let s = Scrubber::new(&[v]);
+        let s = build(&[v]);
         let esc = json_escape(v, false, false, true);
         assert!(contains(&esc, b"\\ud83d\\ude00"));
         let body = cat(&[b"[\"\\ud83d\\ude00\",\"", &esc, b"\"]"]);
@@ -1193,7 +1248,7 @@ mod tests {
         }
         // space as '+', in a value with a space
         let v: &[u8] = b"open sesame~*";
-        let s = Scrubber::new(&[v]);
+        let s = build(&[v]);
         for f in [
             &b"open+sesame~*"[..],
             b"open+sesame%7E%2A",
@@ -1289,20 +1344,20 @@ mod tests {
     fn overlapping_occurrences_are_covered_as_a_union() {
         // a self-overlapping value (period 4)
         let v: &[u8] = b"ab12ab12ab";
-        let s = Scrubber::new(&[v]);
+        let s = build(&[v]);
         let (out, n) = scrubbed(&s, b"x ab12ab12ab12ab12ab y");
         assert_eq!((out.as_slice(), n), (&b"x [REDACTED] y"[..], 1));
         // two different values overlapping
         let a: &[u8] = b"TOKEN_ALPHA_123";
         let b: &[u8] = b"123_BETA_TOKEN_X";
-        let s = Scrubber::new(&[a, b]);
+        let s = build(&[a, b]);
         let (out, n) = scrubbed(&s, b"[TOKEN_ALPHA_123_BETA_TOKEN_X]");
         assert_eq!((out.as_slice(), n), (&b"[[REDACTED]]"[..], 1));
         // an encoded form overlapping a raw one
         let hex = hex_encode(b"deadbeef-1", LOWER_HEX);
         assert_eq!(hex.as_slice(), b"64656164626565662d31");
         let c: &[u8] = b"2d31-secret-x";
-        let s = Scrubber::new(&[b"deadbeef-1", c]);
+        let s = build(&[b"deadbeef-1", c]);
         let body = cat(&[&hex[..], b"-secret-x"]);
         assert!(contains(&body, c));
         let (out, n) = scrubbed(&s, &body);
@@ -1311,14 +1366,14 @@ mod tests {
 
     #[test]
     fn longest_match_wins() {
-        let s = Scrubber::new(&[b"secret_value", b"secret_value_long"]);
+        let s = build(&[b"secret_value", b"secret_value_long"]);
         let (out, n) = scrubbed(&s, b"a secret_value_long b secret_value c");
         assert_eq!(
             (out.as_slice(), n),
             (&b"a [REDACTED] b [REDACTED] c"[..], 2)
         );
         // a shorter pattern strictly inside a longer one
-        let s = Scrubber::new(&[b"my_secret_value_long", b"secret_value"]);
+        let s = build(&[b"my_secret_value_long", b"secret_value"]);
         let (out, n) = scrubbed(&s, b"<my_secret_value_long>");
         assert_eq!((out.as_slice(), n), (&b"<[REDACTED]>"[..], 1));
     }
@@ -1373,7 +1428,7 @@ mod tests {
         let (h, n) = s.scrub_str("k=p%40ss%2Fw%2Brd%3D1%26x; Path=/; k2=p%40ss%2fw%2brd%3d1%26x");
         assert_eq!((h.as_str(), n), ("k=[REDACTED]; Path=/; k2=[REDACTED]", 2));
         // a credential that starts inside a multi-byte character: lossy result
-        let s = Scrubber::new(&[b"\xa9secret-ish"]);
+        let s = build(&[b"\xa9secret-ish"]);
         let (h, n) = s.scrub_str("x \u{a9}secret-ish y");
         assert_eq!((h.as_str(), n), ("x \u{fffd}[REDACTED] y", 1));
     }
@@ -1410,7 +1465,7 @@ mod tests {
                     } else {
                         s.scrub_truncated(&mut out);
                     }
-                    for p in &s.patterns {
+                    for p in s.patterns.iter() {
                         for len in 1..=p.len().min(out.len()) {
                             assert!(!out.ends_with(&p[..len]), "cut {cut}: {}", show(&out));
                         }
@@ -1503,11 +1558,11 @@ mod tests {
             .map(|i| format!("sk_live_{i}_Q9x/+w=Zr8@u7&k3LmN").into_bytes())
             .collect();
         let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-        let s = Scrubber::new(&refs);
+        let s = build(&refs);
         let owned: Vec<Finder<'static>> = s
             .patterns
             .iter()
-            .map(|p| Finder::new(p.as_slice()).into_owned())
+            .map(|p| Finder::new(p).into_owned())
             .collect();
         let big = big_body();
         let header = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 sk_live_1".to_vec();
@@ -1538,7 +1593,7 @@ mod tests {
                 let finders: Vec<Finder<'_>> = s
                     .patterns
                     .iter()
-                    .map(|p| Finder::new(p.as_slice()))
+                    .map(|p| Finder::new(p))
                     .collect();
                 s.scrub_with(d, false, &Search::Finders(&finders))
             };
@@ -1606,7 +1661,7 @@ mod tests {
         let finders: Vec<Finder<'_>> = s
             .patterns
             .iter()
-            .map(|p| Finder::new(p.as_slice()))
+            .map(|p| Finder::new(p))
             .collect();
         let mut rng = XorShift(42);
         for i in 0..500 {
@@ -1718,7 +1773,7 @@ mod tests {
 
     #[test]
     fn property_random_bodies_with_the_canary() {
-        let s = Scrubber::new(&[CANARY]);
+        let s = build(&[CANARY]);
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
         let mut total = 0;
         for _ in 0..2000 {
@@ -1749,7 +1804,7 @@ mod tests {
                 s.scrub_tail(&mut two_step);
                 assert_clean(&s, &two_step, v);
                 for out in [&cut, &two_step] {
-                    for p in &s.patterns {
+                    for p in s.patterns.iter() {
                         for len in 1..=p.len().min(out.len()) {
                             assert!(!out.ends_with(&p[..len]), "{}", show(out));
                         }
