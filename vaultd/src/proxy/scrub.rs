@@ -284,11 +284,7 @@ impl Scrubber {
         }
         // Borrowed finders, built per call: they point into the zeroized
         // pattern buffers instead of owning unzeroized copies of the needles.
-        let finders: Vec<Finder<'_>> = self
-            .patterns
-            .iter()
-            .map(Finder::new)
-            .collect();
+        let finders: Vec<Finder<'_>> = self.patterns.iter().map(Finder::new).collect();
         self.scrub_with(data, truncated, &Search::Finders(&finders))
     }
 
@@ -1590,11 +1586,7 @@ mod tests {
                 rounds
             };
             let borrowed = |d: &mut Vec<u8>| {
-                let finders: Vec<Finder<'_>> = s
-                    .patterns
-                    .iter()
-                    .map(|p| Finder::new(p))
-                    .collect();
+                let finders: Vec<Finder<'_>> = s.patterns.iter().map(Finder::new).collect();
                 s.scrub_with(d, false, &Search::Finders(&finders))
             };
             let borrowed = time(input, rounds, &borrowed);
@@ -1658,11 +1650,7 @@ mod tests {
     #[test]
     fn naive_and_finder_searches_agree() {
         let s = scrubber();
-        let finders: Vec<Finder<'_>> = s
-            .patterns
-            .iter()
-            .map(|p| Finder::new(p))
-            .collect();
+        let finders: Vec<Finder<'_>> = s.patterns.iter().map(Finder::new).collect();
         let mut rng = XorShift(42);
         for i in 0..500 {
             let mut body = random_body(&mut rng, VALUES[i % 3]);
