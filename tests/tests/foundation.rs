@@ -1192,3 +1192,35 @@ fn disk_full_keeps_the_old_vault() {
     assert_eq!(secret_names(&env), ["big", "github-token"]);
     assert_no_canary(&env, "CANARY-diskfull-3c4d5e6f70");
 }
+
+// ---------------------------------------------------------------------------
+// A second vaultd on the same VAULTD_HOME is refused; the first keeps serving.
+
+#[test]
+fn second_daemon_is_refused_and_the_first_keeps_serving() {
+    let env = VaultEnv::new();
+    let first = env.start_unlocked();
+    env.set_secret("github-token", b"CANARY-second-7d6c5b4a39");
+    let out = env
+        .command(&env.bins().vaultd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run a second vaultd");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    env.record_output("second vaultd stderr", &out.stderr);
+    env.record_output("second vaultd stdout", &out.stdout);
+    assert!(!out.status.success(), "a second vaultd started:\n{stderr}");
+    assert!(
+        stderr.contains("already running") && stderr.contains("stop it first"),
+        "the refusal does not say what is wrong and what to do:\n{stderr}"
+    );
+    // The first daemon, its socket and its keys are untouched.
+    let st = env.status_json();
+    assert_eq!(st["state"], "unlocked", "{st}");
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(first.pid())), "{st}");
+    let list = env.ctl(&["secret", "list"]);
+    list.assert_ok();
+    assert!(list.stdout.contains("github-token"), "{list}");
+    assert_no_canary(&env, "CANARY-second-7d6c5b4a39");
+}
