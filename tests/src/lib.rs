@@ -21,13 +21,15 @@
 //!
 //! Modules: [`pki`] (certificates), [`upstream`] (TLS servers), [`env`]
 //! (binaries, daemon, vaultctl, outputs), [`mcp`] (the MCP client), [`client`]
-//! (a direct HTTPS client for checking upstreams), [`forms`] (encoded forms of a secret).
+//! (a direct HTTPS client for checking upstreams), [`forms`] (encoded forms of a secret),
+//! [`policy`] (the one-service policy most tests apply).
 
 pub mod client;
 pub mod env;
 pub mod forms;
 pub mod mcp;
 pub mod pki;
+pub mod policy;
 pub mod upstream;
 
 pub use env::{

@@ -11,27 +11,13 @@ use vaultd_tests::{TlsKind, Upstream, VaultEnv, assert_absent, assert_no_canary}
 const CANARY: &str = "CANARY-audit-0c7e5d3b9a18";
 
 fn policy(up: &Upstream, env: &VaultEnv) -> String {
-    format!(
-        r#"
-[[service]]
-name = "up"
-base_url = "{url}/api"
-auth = {{ type = "bearer", secret = "tok" }}
-ca_file = "{ca}"
-allow_private_network = true
-
-[[agent]]
-name = "a"
-
-[[capability]]
-name = "echo"
-service = "up"
-agents = ["a"]
-allow = ["GET /v1/**", "POST /v1/**"]
-deny = ["* /v1/admin/**"]
-"#,
-        url = up.url(),
-        ca = env.ca_file().display()
+    vaultd_tests::policy::one_service(
+        env,
+        &up.url(),
+        "",
+        "echo",
+        r#"allow = ["GET /v1/**", "POST /v1/**"]
+deny = ["* /v1/admin/**"]"#,
     )
 }
 

@@ -169,26 +169,12 @@ fn audit_log_on_a_full_disk_refuses_calls_and_status_says_why() {
     env.allow_ports(&[up.port()]);
     let daemon = env.start_unlocked();
     env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&format!(
-        r#"
-[[service]]
-name = "up"
-base_url = "{url}/api"
-auth = {{ type = "bearer", secret = "tok" }}
-ca_file = "{ca}"
-allow_private_network = true
-
-[[agent]]
-name = "a"
-
-[[capability]]
-name = "echo"
-service = "up"
-agents = ["a"]
-allow = ["GET /echo/**"]
-"#,
-        url = up.url(),
-        ca = env.ca_file().display()
+    env.apply_policy(&vaultd_tests::policy::one_service(
+        &env,
+        &up.url(),
+        "",
+        "echo",
+        r#"allow = ["GET /echo/**"]"#,
     ));
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);

@@ -11,27 +11,12 @@ use vaultd_tests::{TlsKind, Upstream, VaultEnv, assert_no_canary};
 const CANARY: &str = "CANARY-lock-4e1b7c0d9f26";
 
 fn policy(up: &Upstream, env: &VaultEnv) -> String {
-    format!(
-        r#"
-[[service]]
-name = "up"
-base_url = "{url}/api"
-auth = {{ type = "bearer", secret = "tok" }}
-ca_file = "{ca}"
-allow_private_network = true
-timeout = "60s"
-
-[[agent]]
-name = "a"
-
-[[capability]]
-name = "c"
-service = "up"
-agents = ["a"]
-allow = ["GET /v1/**"]
-"#,
-        url = up.url(),
-        ca = env.ca_file().display()
+    vaultd_tests::policy::one_service(
+        env,
+        &up.url(),
+        r#"timeout = "60s""#,
+        "c",
+        r#"allow = ["GET /v1/**"]"#,
     )
 }
 

@@ -291,27 +291,7 @@ fn dump(pid: u32, scan: &Scan, dir: &std::path::Path) {
 }
 
 fn policy(up: &Upstream, env: &VaultEnv) -> String {
-    format!(
-        r#"
-[[service]]
-name = "up"
-base_url = "{url}/api"
-auth = {{ type = "bearer", secret = "tok" }}
-ca_file = "{ca}"
-allow_private_network = true
-
-[[agent]]
-name = "a"
-
-[[capability]]
-name = "echo"
-service = "up"
-agents = ["a"]
-allow = ["GET /**"]
-"#,
-        url = up.url(),
-        ca = env.ca_file().display()
-    )
+    vaultd_tests::policy::one_service(env, &up.url(), "", "echo", r#"allow = ["GET /**"]"#)
 }
 
 /// `CALLS` Execute calls, `CONCURRENCY` at a time; each must succeed with the

@@ -17,26 +17,12 @@ fn setup(up: &Upstream, env: &VaultEnv) -> (vaultd_tests::Daemon, String) {
     env.allow_ports(&[up.port()]);
     let d = env.start_unlocked();
     env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&format!(
-        r#"
-[[service]]
-name = "up"
-base_url = "{url}/api"
-auth = {{ type = "bearer", secret = "tok" }}
-ca_file = "{ca}"
-allow_private_network = true
-
-[[agent]]
-name = "a"
-
-[[capability]]
-name = "echo"
-service = "up"
-agents = ["a"]
-allow = ["GET /echo/**", "GET /hang"]
-"#,
-        url = up.url(),
-        ca = env.ca_file().display()
+    env.apply_policy(&vaultd_tests::policy::one_service(
+        env,
+        &up.url(),
+        "",
+        "echo",
+        r#"allow = ["GET /echo/**", "GET /hang"]"#,
     ));
     let token = env.add_agent("a");
     (d, token)
