@@ -159,7 +159,7 @@ pub(crate) fn hex(b: &[u8]) -> String {
     s
 }
 
-fn unhex32(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
     // Only the spelling `hex` writes: `from_str_radix` alone also takes "+f"
     // and uppercase, so an edited MAC field would still verify.
     if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {

@@ -132,6 +132,9 @@ pub struct Daemon {
     system_roots: Arc<rustls::RootCertStore>,
     /// Landlock status line for `status`.
     pub landlock_status: String,
+    /// Whether Landlock is enforced: then the peers' `/proc/PID/exe` cannot be
+    /// read (Landlock denies ptrace-mode access outside vaultd's domain).
+    pub landlock_enforced: bool,
     /// Seccomp status line for `status`.
     pub seccomp_status: String,
     /// Calls in flight (for `lock`'s report).
@@ -154,18 +157,7 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-use crate::audit::hex;
-
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
+use crate::audit::{hex, unhex32};
 
 /// A new agent token: `vtk_` + 256 random bits, base64url.
 fn new_token() -> Result<String> {
@@ -209,6 +201,7 @@ impl Daemon {
             highest_generation: AtomicU64::new(0),
             system_roots: Arc::new(system_roots),
             landlock_status: "not applied".into(),
+            landlock_enforced: false,
             seccomp_status: "not applied".into(),
             in_flight: AtomicU64::new(0),
             audit_head: Default::default(),

@@ -201,15 +201,21 @@ fn peer_of<T>(req: &Request<T>, allowed: &[u32]) -> Result<Peer, Status> {
             "this socket serves its owner only",
         ));
     }
-    let pid = cred.pid().and_then(|p| u32::try_from(p).ok());
-    let exe = pid
-        .and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok())
-        .map(|p| p.display().to_string());
     Ok(Peer {
-        pid,
+        pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
         uid: Some(cred.uid()),
-        exe,
+        exe: None,
     })
+}
+
+/// The peer's executable, for the audit record. Not tried under Landlock,
+/// where the readlink always fails (a syscall per call for nothing).
+fn peer_exe(daemon: &Daemon, pid: Option<u32>) -> Option<String> {
+    if daemon.landlock_enforced {
+        return None;
+    }
+    let link = std::fs::read_link(format!("/proc/{}/exe", pid?)).ok()?;
+    Some(link.display().to_string())
 }
 
 fn secret(bytes: Vec<u8>) -> Result<SecretBuf, Status> {
@@ -588,7 +594,8 @@ impl Vault for VaultService {
         &self,
         req: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
-        let peer = peer_of(&req, &self.allowed)?;
+        let mut peer = peer_of(&req, &self.allowed)?;
+        peer.exe = peer_exe(&self.daemon, peer.pid);
         let r = proxy::execute(&self.daemon, &peer, req.into_inner()).await?;
         Ok(Response::new(r))
     }

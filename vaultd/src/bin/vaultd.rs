@@ -153,6 +153,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let socket_path = dirs.socket.clone();
         let mut daemon = Daemon::new(dirs, config, roots);
         daemon.landlock_status = sandbox.landlock;
+        daemon.landlock_enforced = sandbox.landlock_enforced;
         daemon.seccomp_status = sandbox.seccomp;
         let daemon = Arc::new(daemon);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
