@@ -305,7 +305,10 @@ impl AuditLog {
         }
         self.seq = rec.seq;
         self.head = m;
-        let _ = self.tx.send(line.trim_end().to_string());
+        if self.tx.receiver_count() > 0 {
+            // Only `audit tail -f` listens; no copy of the line without it.
+            let _ = self.tx.send(line.trim_end().to_string());
+        }
         Ok(rec.seq)
     }
 

@@ -33,6 +33,9 @@
 //! and RSS, and vaultd's RSS sampled every `--rss-every` calls over
 //! `--rss-calls` calls (grpc, concurrency 64). Each target gets `pass`.
 //!
+//! `--worker-threads N` (both commands) sets vaultd's `worker_threads` (0:
+//! one per CPU); without it vaultd runs with its default (1).
+//!
 //! The vault is created with `--kdf-mib` MiB of argon2 memory (default 64, one
 //! pass: above glibc's 32 MiB dynamic mmap threshold, like the real default of
 //! 256). vaultd's VmHWM is reset (`/proc/PID/clear_refs`) once set-up is done,
@@ -75,6 +78,49 @@ const SECRET: &str = "CANARY-bench-5b1e0c9f7a2d4e68";
 const CONCURRENCY: usize = 64;
 /// Route of every measured call, relative to the service's base URL (`UPSTREAM/api`).
 const ECHO_PATH: &str = "/echo/bench";
+
+/// What every call of a measured run asks the upstream for.
+#[derive(Clone)]
+struct Route {
+    /// Relative to the service's base URL (`UPSTREAM/api`).
+    path: &'static str,
+    /// One query parameter, if any.
+    query: Option<(&'static str, String)>,
+}
+
+impl Route {
+    /// The echo route: the upstream answers at once (the CPU-bound runs).
+    fn echo() -> Route {
+        Route {
+            path: ECHO_PATH,
+            query: None,
+        }
+    }
+
+    /// The upstream answers after `ms` milliseconds, like a fast real API.
+    fn slow(ms: usize) -> Route {
+        Route {
+            path: "/slow",
+            query: Some(("ms", ms.to_string())),
+        }
+    }
+
+    fn query(&self) -> Option<(&str, &str)> {
+        self.query.as_ref().map(|(k, v)| (*k, v.as_str()))
+    }
+
+    fn query_list(&self) -> Vec<(&str, &str)> {
+        self.query().into_iter().collect()
+    }
+
+    /// The URL the direct client calls (vaultd's base URL + this route).
+    fn url(&self, upstream: &str) -> String {
+        match self.query() {
+            Some((k, v)) => format!("{upstream}/api{}?{k}={v}", self.path),
+            None => format!("{upstream}/api{}", self.path),
+        }
+    }
+}
 /// Linux's USER_HZ on every architecture Rust supports (utime/stime in /proc are in these).
 const CLK_TCK: f64 = 100.0;
 
@@ -111,6 +157,13 @@ impl Args {
                     .unwrap_or_else(|_| panic!("--{name}: not a number: {v}"))
             })
             .unwrap_or(default)
+    }
+
+    /// `--worker-threads N`: vaultd's `worker_threads` setting (default: vaultd's own).
+    fn workers(&self) -> Option<usize> {
+        self.opts
+            .contains_key("worker-threads")
+            .then(|| self.num("worker-threads", 0))
     }
 
     fn str(&self, name: &str, default: &str) -> String {
@@ -321,10 +374,14 @@ fn reset_hwm(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-fn setup(agents: usize, kdf_mib: usize) -> Setup {
+fn setup(agents: usize, kdf_mib: usize, workers: Option<usize>) -> Setup {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
+    let mut config = format!("upstream_ports = [{}]\n", up.port());
+    if let Some(n) = workers {
+        config.push_str(&format!("worker_threads = {n}\n"));
+    }
+    env.write_config(&config);
     let kdf = kdf_mib.to_string();
     env.ctl_pass(&["init", "--kdf-memory-mib", &kdf, "--kdf-iterations", "1"])
         .assert_ok();
@@ -405,6 +462,42 @@ async fn direct_call(c: &reqwest::Client, url: &str) -> Result<(), String> {
     } else {
         Err(format!("direct: status {status}"))
     }
+}
+
+/// `calls` direct calls to `url` by [`CONCURRENCY`] tasks sharing `client`.
+fn direct_run(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+    calls: usize,
+    vaultd: u32,
+) -> Run {
+    let next = Arc::new(AtomicUsize::new(0));
+    let before = Cpu::now(vaultd, &[]);
+    let t0 = Instant::now();
+    let results: Vec<Collect> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..CONCURRENCY {
+            let (next, client, url) = (next.clone(), client.clone(), url.to_string());
+            tasks.push(tokio::spawn(async move {
+                let mut col = Collect::default();
+                while next.fetch_add(1, Ordering::Relaxed) < calls {
+                    let t = Instant::now();
+                    let r = direct_call(&client, &url).await;
+                    col.add(t.elapsed(), r);
+                }
+                col
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    });
+    let wall = t0.elapsed();
+    let after = Cpu::now(vaultd, &[]);
+    finish(results, wall, before.per_call(&after, calls, wall))
 }
 
 // ---------------------------------------------------------------------------
@@ -579,7 +672,12 @@ impl Mcp {
     }
 
     fn echo(&mut self) -> Result<(), String> {
-        match self.execute(ECHO_PATH, None) {
+        self.call(&Route::echo())
+    }
+
+    /// One `execute` of `route` that must come back 200.
+    fn call(&mut self, route: &Route) -> Result<(), String> {
+        match self.execute(route.path, route.query()) {
             Ok(200) => Ok(()),
             Ok(s) => Err(format!("status {s}")),
             Err(e) => Err(e),
@@ -767,6 +865,7 @@ fn grpc_run(
     calls: usize,
     cpu_pids: (u32, &[u32]),
     sampler: Option<Arc<Sampler>>,
+    route: &Route,
 ) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let before = Cpu::now(cpu_pids.0, cpu_pids.1);
@@ -774,12 +873,13 @@ fn grpc_run(
     let results: Vec<Collect> = rt.block_on(async {
         let mut tasks = Vec::new();
         for (mut c, token) in conns {
-            let (next, sampler) = (next.clone(), sampler.clone());
+            let (next, sampler, route) = (next.clone(), sampler.clone(), route.clone());
             tasks.push(tokio::spawn(async move {
                 let mut col = Collect::default();
+                let query = route.query_list();
                 while next.fetch_add(1, Ordering::Relaxed) < calls {
                     let t = Instant::now();
-                    let r = grpc_call(&mut c, &token, ECHO_PATH, &[]).await;
+                    let r = grpc_call(&mut c, &token, route.path, &query).await;
                     col.add(t.elapsed(), r);
                     if let Some(s) = &sampler {
                         s.tick();
@@ -819,6 +919,7 @@ fn stdio_run(
     calls: usize,
     vaultd: u32,
     sampler: Option<Arc<Sampler>>,
+    route: &Route,
 ) -> (Run, Vec<Mcp>) {
     let pids: Vec<u32> = shims.iter().map(Mcp::pid).collect();
     let next = Arc::new(AtomicUsize::new(0));
@@ -827,12 +928,12 @@ fn stdio_run(
     let handles: Vec<_> = shims
         .into_iter()
         .map(|mut m| {
-            let (next, sampler) = (next.clone(), sampler.clone());
+            let (next, sampler, route) = (next.clone(), sampler.clone(), route.clone());
             std::thread::spawn(move || {
                 let mut col = Collect::default();
                 while next.fetch_add(1, Ordering::Relaxed) < calls {
                     let t = Instant::now();
-                    let r = m.echo();
+                    let r = m.call(&route);
                     col.add(t.elapsed(), r);
                     if let Some(s) = &sampler {
                         s.tick();
@@ -858,7 +959,7 @@ fn stdio_run(
 }
 
 /// `calls` calls pipelined on one vault-mcp, at most `window` outstanding.
-fn stdio_pipelined(m: Mcp, calls: usize, window: usize, vaultd: u32) -> (Run, Mcp) {
+fn stdio_pipelined(m: Mcp, calls: usize, window: usize, vaultd: u32, route: &Route) -> (Run, Mcp) {
     let Mcp {
         child,
         mut stdin,
@@ -875,12 +976,12 @@ fn stdio_pipelined(m: Mcp, calls: usize, window: usize, vaultd: u32) -> (Run, Mc
     let starts: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; calls]));
     let t0 = Instant::now();
     let writer = {
-        let starts = starts.clone();
+        let (starts, route) = (starts.clone(), route.clone());
         std::thread::spawn(move || {
             for i in 0..calls {
                 permit_rx.recv().expect("permit");
                 let id = next_id + i as u64;
-                let req = tools_call(id, ECHO_PATH, None);
+                let req = tools_call(id, route.path, route.query());
                 starts.lock().unwrap()[i] = Some(Instant::now());
                 stdin.write_all(req.as_bytes()).expect("write");
             }
@@ -949,10 +1050,12 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let rss_calls = args.num("rss-calls", 100_000);
     let rss_every = args.num("rss-every", 10_000);
     let spawns = args.num("spawns", 50);
+    let api_ms = args.num("api-ms", 20);
+    let api_calls = args.num("api-calls", 6400);
 
     eprintln!("vaultd-bench: setting up vaultd and the upstream");
     let kdf_mib = args.num("kdf-mib", 64);
-    let s = setup(1, kdf_mib);
+    let s = setup(1, kdf_mib, args.workers());
     let token = s.tokens[0].clone();
     let vaultd = s.daemon.pid();
     let socket = s.env.socket_path();
@@ -1024,34 +1127,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     eprintln!(
         "vaultd-bench: throughput at concurrency {CONCURRENCY} ({tput_calls} calls per path)"
     );
-    let direct_run = {
-        let next = Arc::new(AtomicUsize::new(0));
-        let before = Cpu::now(vaultd, &[]);
-        let t0 = Instant::now();
-        let results: Vec<Collect> = rt.block_on(async {
-            let mut tasks = Vec::new();
-            for _ in 0..CONCURRENCY {
-                let (next, client, url) = (next.clone(), client.clone(), url.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut col = Collect::default();
-                    while next.fetch_add(1, Ordering::Relaxed) < tput_calls {
-                        let t = Instant::now();
-                        let r = direct_call(&client, &url).await;
-                        col.add(t.elapsed(), r);
-                    }
-                    col
-                }));
-            }
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.expect("task"));
-            }
-            out
-        });
-        let wall = t0.elapsed();
-        let after = Cpu::now(vaultd, &[]);
-        finish(results, wall, before.per_call(&after, tput_calls, wall))
-    };
+    let direct_tput_run = direct_run(rt, &client, &url, tput_calls, vaultd);
     s.up.clear();
 
     let conns: Vec<(Grpc, String)> = rt.block_on(async {
@@ -1061,21 +1137,52 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         }
         v
     });
-    let grpc_run_ = grpc_run(rt, conns.clone(), tput_calls, (vaultd, &[]), None);
+    let echo = Route::echo();
+    let grpc_run_ = grpc_run(rt, conns.clone(), tput_calls, (vaultd, &[]), None, &echo);
     s.up.clear();
 
     let shims: Vec<Mcp> = (0..CONCURRENCY)
         .map(|_| Mcp::spawn(&s.env, &token).0)
         .collect();
-    let (stdio_run_, shims) = stdio_run(shims, tput_calls, vaultd, None);
+    let (stdio_run_, shims) = stdio_run(shims, tput_calls, vaultd, None, &echo);
     let shim_hwm_max = shims.iter().map(|m| mem_kb(m.pid()).1).max().unwrap_or(0);
     for sh in shims {
         sh.close();
     }
     s.up.clear();
 
-    let (pipe_run, m) = stdio_pipelined(m, tput_calls, CONCURRENCY, vaultd);
+    let (pipe_run, m) = stdio_pipelined(m, tput_calls, CONCURRENCY, vaultd, &echo);
     let (_, shim_hwm_pipelined) = mem_kb(m.pid());
+    m.close();
+    s.up.clear();
+
+    // --- concurrency 64 against an upstream that takes `api_ms` to answer ---------------
+    // The runs above are CPU-bound: every party shares the machine's cores, so
+    // their ratio is a ratio of CPU per call. A real API answers in tens of
+    // milliseconds; then what counts is whether vaultd keeps up.
+    eprintln!(
+        "vaultd-bench: throughput at concurrency {CONCURRENCY} against an upstream answering in {api_ms} ms ({api_calls} calls per path)"
+    );
+    let api = Route::slow(api_ms);
+    let api_direct = direct_run(rt, &client, &api.url(&s.up.url()), api_calls, vaultd);
+    s.up.clear();
+    let api_grpc = grpc_run(rt, conns.clone(), api_calls, (vaultd, &[]), None, &api);
+    s.up.clear();
+    let shims: Vec<Mcp> = (0..CONCURRENCY)
+        .map(|_| Mcp::spawn(&s.env, &token).0)
+        .collect();
+    let (api_stdio, shims) = stdio_run(shims, api_calls, vaultd, None, &api);
+    for sh in shims {
+        sh.close();
+    }
+    s.up.clear();
+    let (api_pipe, m) = stdio_pipelined(
+        Mcp::spawn(&s.env, &token).0,
+        api_calls,
+        CONCURRENCY,
+        vaultd,
+        &api,
+    );
     m.close();
     s.up.clear();
 
@@ -1083,7 +1190,14 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     eprintln!("vaultd-bench: vaultd RSS over {rss_calls} calls (gRPC, concurrency {CONCURRENCY})");
     let up = Arc::new(s.up);
     let sampler = Arc::new(Sampler::new(vaultd, rss_every, Some(up.clone())));
-    let rss_run = grpc_run(rt, conns, rss_calls, (vaultd, &[]), Some(sampler.clone()));
+    let rss_run = grpc_run(
+        rt,
+        conns,
+        rss_calls,
+        (vaultd, &[]),
+        Some(sampler.clone()),
+        &echo,
+    );
     let samples = sampler.samples();
     let (rss_end, hwm_end) = mem_kb(vaultd);
     let rss_at = |i: usize| {
@@ -1102,7 +1216,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let growth_after_first = rss_end as i64 - rss_at(1) as i64;
     let flat = spread <= 2048;
 
-    let direct_tput = direct_run.json(
+    let direct_tput = direct_tput_run.json(
         tput_calls,
         CONCURRENCY,
         "64 tokio tasks, one reqwest client (one HTTP/2 connection)",
@@ -1123,6 +1237,30 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         "one vault-mcp, 64 requests pipelined (window of 64)",
     );
     let d_tput = f(&direct_tput, "calls_per_s");
+    // The best gRPC ratio any proxy could reach in these CPU-bound runs: one
+    // whose whole cost per call is that of the direct path's own reqwest
+    // client (no gRPC server, policy, audit or scrub), with the bench's gRPC
+    // client and the upstream costing what they were measured to cost.
+    let cpu = |run: &Value, who: &str| run["cpu"][who].as_f64().unwrap_or(0.0);
+    let direct_cost =
+        cpu(&direct_tput, "bench_client_us_per_call") + cpu(&direct_tput, "upstream_us_per_call");
+    let grpc_ceiling = direct_cost
+        / (direct_cost + cpu(&grpc_tput, "bench_client_us_per_call")).max(f64::MIN_POSITIVE);
+    let api_direct_tput = api_direct.json(api_calls, CONCURRENCY, "as direct above");
+    let api_tput = |run: &Run, mode: &str| {
+        let mut v = run.json(api_calls, CONCURRENCY, mode);
+        v["ratio_to_direct"] = json!(round3(
+            f(&v, "calls_per_s") / f(&api_direct_tput, "calls_per_s")
+        ));
+        v
+    };
+    let api_report = json!({
+        "what": format!("the same four paths at concurrency {CONCURRENCY}, route /api/slow?ms={api_ms}: the upstream answers each call {api_ms} ms after it arrives"),
+        "direct": api_direct_tput,
+        "grpc": api_tput(&api_grpc, "as grpc above"),
+        "stdio_64_processes": api_tput(&api_stdio, "as stdio_64_processes above"),
+        "stdio_pipelined_one_process": api_tput(&api_pipe, "as stdio_pipelined_one_process above"),
+    });
 
     let mut targets = Vec::new();
     let mut all = true;
@@ -1197,14 +1335,19 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let errors = direct_err.len()
         + grpc_err.len()
         + stdio_err.len()
-        + direct_run.errors
+        + direct_tput_run.errors
         + grpc_run_.errors
         + stdio_run_.errors
         + pipe_run.errors
+        + api_direct.errors
+        + api_grpc.errors
+        + api_stdio.errors
+        + api_pipe.errors
         + rss_run.errors;
     let report = json!({
         "kind": "vaultd benchmark (issue 3)",
         "machine": machine(),
+        "vaultd_worker_threads": args.workers().map_or(json!("default (1)"), |n| json!(n)),
         "upstream": {
             "what": "tests/src/upstream.rs Upstream::start(TlsKind::Good), route /api/echo/bench, in this process (2 tokio workers)",
             "protocol_direct_to_upstream": direct_version,
@@ -1230,7 +1373,12 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
             "grpc": grpc_tput,
             "stdio_64_processes": stdio_tput,
             "stdio_pipelined_one_process": pipe_tput,
+            "grpc_ratio_ceiling": {
+                "what": "the best grpc/direct ratio possible in these runs: a proxy costing no more CPU per call than the direct path's reqwest client, with the bench's gRPC client and the upstream as measured",
+                "value": round3(grpc_ceiling),
+            },
         },
+        "throughput_concurrency_64_api_like": api_report,
         "vault_mcp": {
             "spawn_to_initialize_answered": start_s,
             "rss_after_initialize_kib": shim_rss_idle.0,
@@ -1274,7 +1422,7 @@ fn load(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
 
     eprintln!("vaultd-bench: setting up vaultd with {agents} agents");
     let kdf_mib = args.num("kdf-mib", 64);
-    let s = setup(agents, kdf_mib);
+    let s = setup(agents, kdf_mib, args.workers());
     let vaultd = s.daemon.pid();
     let socket = s.env.socket_path();
     let (rss_idle, hwm_setup) = mem_kb(vaultd);
@@ -1296,10 +1444,23 @@ fn load(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
             v
         });
         grpcs = conns.clone();
-        grpc_run(rt, conns, calls, (vaultd, &[]), Some(sampler.clone()))
+        grpc_run(
+            rt,
+            conns,
+            calls,
+            (vaultd, &[]),
+            Some(sampler.clone()),
+            &Route::echo(),
+        )
     } else {
         let spawned: Vec<Mcp> = s.tokens.iter().map(|t| Mcp::spawn(&s.env, t).0).collect();
-        let (run, back) = stdio_run(spawned, calls, vaultd, Some(sampler.clone()));
+        let (run, back) = stdio_run(
+            spawned,
+            calls,
+            vaultd,
+            Some(sampler.clone()),
+            &Route::echo(),
+        );
         shims = back;
         run
     };
@@ -1337,6 +1498,7 @@ fn load(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let report = json!({
         "kind": "vaultd load run (issue 5)",
         "machine": machine(),
+        "vaultd_worker_threads": args.workers().map_or(json!("default (1)"), |n| json!(n)),
         "phase1_calls": phase1,
         "phase2_lock": phase2,
         "pass": phase1_ok && phase2_ok,

@@ -120,7 +120,10 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot restrict {}", dirs.socket.display()))?;
     let roots = vaultd::proxy::upstream::load_system_roots();
     // Reads cgroup files, which the sandbox closes.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = match config.worker_threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
 
     // Still one thread: sandbox now, so every thread the runtime starts inherits it.
     let sandbox = vaultd::sandbox::apply(&dirs, &config).context("cannot sandbox vaultd")?;
