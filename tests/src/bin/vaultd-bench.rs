@@ -32,6 +32,13 @@
 //! on one vault-mcp), vault-mcp spawn-to-`initialize`-answered (median of 50)
 //! and RSS, and vaultd's RSS sampled every `--rss-every` calls over
 //! `--rss-calls` calls (grpc, concurrency 64). Each target gets `pass`.
+//! The throughput runs are CPU-bound (every party shares the machine's
+//! cores); `grpc_ratio_ceiling` is the best gRPC/direct ratio a proxy costing
+//! no more than the direct path's own client could reach in them. The same
+//! four paths then run again at concurrency 64 against `/slow?ms=--api-ms`
+//! (default 20: the upstream answers each call that long after it arrives,
+//! like a fast real API), `--api-calls` calls each (default 6400), with each
+//! path's ratio to direct.
 //!
 //! `--worker-threads N` (both commands) sets vaultd's `worker_threads` (0:
 //! one per CPU); without it vaultd runs with its default (1).
