@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+/// Most runtime threads `worker_threads` may ask for.
+pub const MAX_WORKER_THREADS: usize = 256;
+
 /// Daemon settings, all optional.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,13 +60,21 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => return Err(Error::io("read config", path, e)),
         };
-        toml::from_str(&text).map_err(|e| {
+        let config: Config = toml::from_str(&text).map_err(|e| {
             Error::Config(format!(
                 "{}: {}; fix the file or remove it to use defaults",
                 path.display(),
                 e.to_string().trim()
             ))
-        })
+        })?;
+        if config.worker_threads > MAX_WORKER_THREADS {
+            return Err(Error::Config(format!(
+                "{}: worker_threads = {} is more than {MAX_WORKER_THREADS}; set 1 (the default) or 0 for one per CPU",
+                path.display(),
+                config.worker_threads
+            )));
+        }
+        Ok(config)
     }
 }
 
@@ -89,6 +100,10 @@ mod tests {
             e.contains("worker_threads") && e.contains("fix the file"),
             "{e}"
         );
+
+        std::fs::write(&path, "worker_threads = 100000\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("more than 256") && e.contains("set 1"), "{e}");
 
         std::fs::write(&path, "worker_thread = 2\n").unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
