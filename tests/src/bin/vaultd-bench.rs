@@ -1066,7 +1066,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let token = s.tokens[0].clone();
     let vaultd = s.daemon.pid();
     let socket = s.env.socket_path();
-    let url = format!("{}/api{ECHO_PATH}", s.up.url());
+    let url = Route::echo().url(&s.up.url());
     let (rss_idle, hwm_setup) = mem_kb(vaultd);
     let hwm_reset = reset_hwm(vaultd);
 
