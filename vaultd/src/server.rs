@@ -596,7 +596,7 @@ impl Vault for VaultService {
     ) -> Result<Response<ExecuteResponse>, Status> {
         let mut peer = peer_of(&req, &self.allowed)?;
         peer.exe = peer_exe(&self.daemon, peer.pid);
-        let r = proxy::execute(&self.daemon, &peer, req.into_inner()).await?;
+        let r = Box::pin(proxy::execute(&self.daemon, &peer, req.into_inner())).await?;
         Ok(Response::new(r))
     }
 }

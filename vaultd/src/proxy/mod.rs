@@ -197,7 +197,10 @@ pub async fn execute(
     d.in_flight.fetch_add(1, Ordering::SeqCst);
     let _guard = InFlight(d);
     let started = Instant::now();
-    let call = call_upstream(&svc, method, url.0, headers, req.body);
+    // Boxed, like the handler's future in server.rs: `select!` and tonic move
+    // these futures, and a move of a box is a pointer copy instead of a
+    // memmove of several KiB (perf: memmove was ~12 % of vaultd's CPU).
+    let call = Box::pin(call_upstream(&svc, method, url.0, headers, req.body));
     let outcome = tokio::select! {
         biased;
         _ = lock_cancel.cancelled() => Err(Refusal::new(codes::LOCKED, "the vault was locked while this call ran; it was aborted. Ask the user to run `vaultctl unlock`")),
