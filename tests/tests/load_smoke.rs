@@ -122,6 +122,7 @@ fn bench_runs_every_phase() {
     for run in [
         "direct",
         "grpc",
+        "grpc_one_connection",
         "stdio_64_processes",
         "stdio_pipelined_one_process",
     ] {
@@ -143,5 +144,5 @@ fn bench_runs_every_phase() {
         Some(5),
         "{r:#}"
     );
-    assert_eq!(r["targets"].as_array().map(Vec::len), Some(9), "{r:#}");
+    assert_eq!(r["targets"].as_array().map(Vec::len), Some(10), "{r:#}");
 }

@@ -26,8 +26,10 @@
 //!   newline-delimited JSON-RPC and read back from its stdout (the full agent path).
 //!
 //! Figures: latency at concurrency 1 (p50/p90/p99 over `--latency-calls` after
-//! `--warmup` calls), throughput at concurrency 64 (direct: 64 tasks on one
-//! client; grpc: 64 tasks, each its own connection; stdio: 64 vault-mcp
+//! `--warmup` calls; the three paths take turns, 100 calls each, so that a
+//! change in the machine's speed weighs on all alike), throughput at
+//! concurrency 64 (direct: 64 tasks on one client; grpc: 64 tasks, each its
+//! own connection, and again sharing one connection; stdio: 64 vault-mcp
 //! processes, one blocking caller thread each, and also 64 requests pipelined
 //! on one vault-mcp), vault-mcp spawn-to-`initialize`-answered (median of 50)
 //! and RSS, and vaultd's RSS sampled every `--rss-every` calls over
@@ -724,7 +726,7 @@ fn pipe_control(cats: usize, warmup: usize, n: usize) -> Value {
     let mut stdin = child.stdin.take().expect("stdin");
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    let (lat, _) = latency(warmup, n, || {
+    let (lat, _) = latency(warmup, n, &mut || {
         stdin
             .write_all(b"ping 0123456789\n")
             .map_err(|e| e.to_string())?;
@@ -742,10 +744,10 @@ fn pipe_control(cats: usize, warmup: usize, n: usize) -> Value {
 // ---------------------------------------------------------------------------
 // Concurrency-1 latency.
 
-fn latency<F: FnMut() -> Result<(), String>>(
+fn latency<F: FnMut() -> Result<(), String> + ?Sized>(
     warmup: usize,
     n: usize,
-    mut call: F,
+    call: &mut F,
 ) -> (Vec<Duration>, Vec<String>) {
     let mut errors = Vec::new();
     for _ in 0..warmup {
@@ -763,6 +765,40 @@ fn latency<F: FnMut() -> Result<(), String>>(
         }
     }
     (v, errors)
+}
+
+/// Concurrency-1 latency of several paths measured in turns: `block` calls
+/// of each path, then the next, until each has made `n`. A change in the
+/// machine's speed during the run (a VM's neighbours, say) then weighs on
+/// every path alike, so their difference compares like with like.
+fn latency_interleaved(
+    n: usize,
+    block: usize,
+    paths: &mut [&mut dyn FnMut() -> Result<(), String>],
+) -> Vec<(Vec<Duration>, Vec<String>)> {
+    let mut out: Vec<(Vec<Duration>, Vec<String>)> = paths
+        .iter()
+        .map(|_| (Vec::with_capacity(n), Vec::new()))
+        .collect();
+    let mut done = 0;
+    while done < n {
+        let k = block.min(n - done);
+        for (path, (lat, errors)) in paths.iter_mut().zip(out.iter_mut()) {
+            let (l, e) = latency(0, k, &mut **path);
+            lat.extend(l);
+            errors.extend(e);
+        }
+        done += k;
+    }
+    out
+}
+
+/// The HTTP version of the upstream's last request, as `HTTP/2.0`.
+fn last_version(up: &Upstream) -> String {
+    up.requests()
+        .last()
+        .map(|r| format!("{:?}", r.version))
+        .unwrap_or_default()
 }
 
 /// What a concurrent run produced.
@@ -1075,33 +1111,31 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         "vaultd-bench: latency at concurrency 1 ({lat_calls} calls per path after {warmup} warm-up)"
     );
     let client = direct_client();
-    let conns_before = s.up.connections();
-    let (direct_lat, direct_err) = latency(warmup, lat_calls, || {
-        rt.block_on(direct_call(&client, &url))
-    });
-    let direct_conns = s.up.connections() - conns_before;
-    let direct_version =
-        s.up.requests()
-            .last()
-            .map(|r| format!("{:?}", r.version))
-            .unwrap_or_default();
-    s.up.clear();
-
     let mut g = rt.block_on(grpc_connect(&socket));
-    let conns_before = s.up.connections();
-    let (grpc_lat, grpc_err) = latency(warmup, lat_calls, || {
-        rt.block_on(grpc_call(&mut g, &token, ECHO_PATH, &[]))
-    });
-    let vaultd_conns = s.up.connections() - conns_before;
-    let upstream_version =
-        s.up.requests()
-            .last()
-            .map(|r| format!("{:?}", r.version))
-            .unwrap_or_default();
-    s.up.clear();
-
     let (mut m, _) = Mcp::spawn(&s.env, &token);
-    let (stdio_lat, stdio_err) = latency(warmup, lat_calls, || m.echo());
+    let mut direct = || rt.block_on(direct_call(&client, &url));
+    let mut grpc = || rt.block_on(grpc_call(&mut g, &token, ECHO_PATH, &[]));
+    let mut stdio = || m.echo();
+    // Warm-ups one path at a time, to see which connections each opens.
+    let conns_before = s.up.connections();
+    let (_, mut direct_err) = latency(warmup, 0, &mut direct);
+    let direct_conns = s.up.connections() - conns_before;
+    let direct_version = last_version(&s.up);
+    let conns_before = s.up.connections();
+    let (_, mut grpc_err) = latency(warmup, 0, &mut grpc);
+    let (_, mut stdio_err) = latency(warmup, 0, &mut stdio);
+    let vaultd_conns = s.up.connections() - conns_before;
+    let upstream_version = last_version(&s.up);
+    s.up.clear();
+    let conns_before = s.up.connections();
+    let mut timed = latency_interleaved(lat_calls, 100, &mut [&mut direct, &mut grpc, &mut stdio]);
+    let conns_while_timed = s.up.connections() - conns_before;
+    let (stdio_lat, e) = timed.pop().expect("stdio");
+    stdio_err.extend(e);
+    let (grpc_lat, e) = timed.pop().expect("grpc");
+    grpc_err.extend(e);
+    let (direct_lat, e) = timed.pop().expect("direct");
+    direct_err.extend(e);
     let (shim_rss_after_calls, shim_hwm_after_calls) = mem_kb(m.pid());
     s.up.clear();
 
@@ -1146,6 +1180,11 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     });
     let echo = Route::echo();
     let grpc_run_ = grpc_run(rt, conns.clone(), tput_calls, (vaultd, &[]), None, &echo);
+    s.up.clear();
+    // The same 64 tasks multiplexed on one connection, as the direct client's
+    // 64 tasks share one HTTP/2 connection.
+    let shared: Vec<(Grpc, String)> = vec![conns[0].clone(); CONCURRENCY];
+    let grpc_shared_run = grpc_run(rt, shared, tput_calls, (vaultd, &[]), None, &echo);
     s.up.clear();
 
     let shims: Vec<Mcp> = (0..CONCURRENCY)
@@ -1233,6 +1272,11 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         CONCURRENCY,
         "64 tokio tasks, each its own gRPC connection to vaultd",
     );
+    let grpc_shared_tput = grpc_shared_run.json(
+        tput_calls,
+        CONCURRENCY,
+        "64 tokio tasks sharing one gRPC connection to vaultd (HTTP/2 streams, like the direct client's one connection)",
+    );
     let stdio_tput = stdio_run_.json(
         tput_calls,
         CONCURRENCY,
@@ -1301,8 +1345,15 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
             "x",
         ),
         target(
-            "grpc throughput / direct",
+            "grpc throughput / direct (64 connections)",
             f(&grpc_tput, "calls_per_s") / d_tput,
+            ">=",
+            0.6,
+            "x",
+        ),
+        target(
+            "grpc throughput / direct (one connection, 64 streams)",
+            f(&grpc_shared_tput, "calls_per_s") / d_tput,
             ">=",
             0.6,
             "x",
@@ -1362,6 +1413,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
             "keep_alive": {
                 "direct_connections_for_latency_run": direct_conns,
                 "vaultd_connections_for_latency_run": vaultd_conns,
+                "connections_opened_while_timed": conns_while_timed,
                 "connections_accepted_in_total": up.connections(),
             },
         },
@@ -1378,6 +1430,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         "throughput_concurrency_64": {
             "direct": direct_tput,
             "grpc": grpc_tput,
+            "grpc_one_connection": grpc_shared_tput,
             "stdio_64_processes": stdio_tput,
             "stdio_pipelined_one_process": pipe_tput,
             "grpc_ratio_ceiling": {
