@@ -408,10 +408,16 @@ pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
             return v;
         }
     };
-    for (i, line) in BufReader::new(file).lines().enumerate() {
+    // Split on '\n' alone: `lines()` would also drop a '\r' before it, a
+    // byte the writer never writes, and the edit would go unseen.
+    for (i, line) in BufReader::new(file).split(b'\n').enumerate() {
         let n = i + 1;
-        let line = match line {
-            Ok(l) => l,
+        let line = match line.map(String::from_utf8) {
+            Ok(Ok(l)) => l,
+            Ok(Err(_)) => {
+                v.problem = Some(format!("line {n}: not UTF-8: edited or damaged"));
+                return v;
+            }
             Err(e) => {
                 v.problem = Some(format!("line {n}: unreadable ({e})"));
                 return v;
@@ -515,6 +521,9 @@ mod tests {
                 "insert",
                 [lines[0], lines[0], lines[1], lines[2], lines[3]].join("\n") + "\n",
             ),
+            // A byte the writer never writes, where `lines()` would drop it.
+            ("carriage return", good.replacen("\n", "\r\n", 1)),
+            ("carriage return at the end", good.clone() + "\r"),
         ];
         for (what, text) in cases {
             std::fs::write(&path, text).unwrap();
