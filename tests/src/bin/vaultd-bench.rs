@@ -26,8 +26,11 @@
 //!   newline-delimited JSON-RPC and read back from its stdout (the full agent path).
 //!
 //! Figures: latency at concurrency 1 (p50/p90/p99 over `--latency-calls` after
-//! `--warmup` calls; the three paths take turns, 100 calls each, so that a
-//! change in the machine's speed weighs on all alike), throughput at
+//! `--warmup` calls; the three paths take turns of `--turn` calls, default
+//! 500, so that a change in the machine's speed weighs on all alike; the
+//! first call after a switch is slower, so turns much shorter than 100
+//! calls would measure the switch in the p99; the callers run on a
+//! current-thread runtime, as vault-mcp does), throughput at
 //! concurrency 64 (direct: 64 tasks on one client; grpc: 64 tasks, each its
 //! own connection, and again sharing one connection; stdio: 64 vault-mcp
 //! processes, one blocking caller thread each, and also 64 requests pipelined
@@ -1089,6 +1092,7 @@ fn target(name: &str, value: f64, op: &str, limit: f64, unit: &str) -> (Value, b
 fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let warmup = args.num("warmup", 300);
     let lat_calls = args.num("latency-calls", 2000);
+    let turn = args.num("turn", 500).max(1);
     let tput_calls = args.num("tput-calls", 20000);
     let rss_calls = args.num("rss-calls", 100_000);
     let rss_every = args.num("rss-every", 10_000);
@@ -1111,10 +1115,19 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         "vaultd-bench: latency at concurrency 1 ({lat_calls} calls per path after {warmup} warm-up)"
     );
     let client = direct_client();
-    let mut g = rt.block_on(grpc_connect(&socket));
+    // The concurrency-1 callers run on a current-thread runtime, as vault-mcp
+    // does: on the shared runtime each call would also pay a hand-off from
+    // this thread to a worker and back, which would flatter the added latency
+    // by slowing the direct baseline (and the gRPC path) alike.
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let one_client = direct_client();
+    let mut g = one.block_on(grpc_connect(&socket));
     let (mut m, _) = Mcp::spawn(&s.env, &token);
-    let mut direct = || rt.block_on(direct_call(&client, &url));
-    let mut grpc = || rt.block_on(grpc_call(&mut g, &token, ECHO_PATH, &[]));
+    let mut direct = || one.block_on(direct_call(&one_client, &url));
+    let mut grpc = || one.block_on(grpc_call(&mut g, &token, ECHO_PATH, &[]));
     let mut stdio = || m.echo();
     // Warm-ups one path at a time, to see which connections each opens.
     let conns_before = s.up.connections();
@@ -1128,7 +1141,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let upstream_version = last_version(&s.up);
     s.up.clear();
     let conns_before = s.up.connections();
-    let mut timed = latency_interleaved(lat_calls, 100, &mut [&mut direct, &mut grpc, &mut stdio]);
+    let mut timed = latency_interleaved(lat_calls, turn, &mut [&mut direct, &mut grpc, &mut stdio]);
     let conns_while_timed = s.up.connections() - conns_before;
     let (stdio_lat, e) = timed.pop().expect("stdio");
     stdio_err.extend(e);
