@@ -9,9 +9,10 @@
 //!
 //! Writes are a single `write(2)` of a whole line to a file opened with
 //! `O_APPEND`. Before each write the open file is checked against the path
-//! (removed or replaced means "unavailable"); a failed write makes the call
-//! that needed it fail closed with `audit_unavailable`. Records never contain
-//! secrets, tokens or bodies.
+//! (removed or replaced means "unavailable"), except for a call's result
+//! record, which follows its decision record and its check at once; a failed
+//! write makes the call that needed it fail closed with `audit_unavailable`.
+//! Records never contain secrets, tokens or bodies.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -103,6 +104,9 @@ pub struct AuditLog {
     key: SecretBuf,
     seq: u64,
     head: [u8; 32],
+    /// Where the file ends, as last seen by an identity check or left by a
+    /// write: what a failed write is cut back to.
+    len: u64,
     /// Why the last write failed, until one succeeds.
     error: Option<String>,
     /// Set when the log did not end where this daemon left it at the last
@@ -202,6 +206,7 @@ impl AuditLog {
             key,
             seq: 0,
             head: [0; 32],
+            len: 0,
             error: None,
             gap: None,
             head_slot: None,
@@ -249,6 +254,7 @@ impl AuditLog {
             }
         }
         self.ino = (meta.dev(), meta.ino());
+        self.len = meta.len();
         self.file = Some(file);
         Ok(())
     }
@@ -256,7 +262,24 @@ impl AuditLog {
     /// Appends a record (its `seq` and `time` are set here); returns its seq.
     /// On failure nothing is appended and the error is remembered for `status`.
     pub fn append(&mut self, mut rec: Record) -> std::result::Result<u64, String> {
-        let result = self.try_append(&mut rec);
+        let result = self.try_append(&mut rec, true);
+        self.remember(result)
+    }
+
+    /// Appends the result record of a call whose decision record was just
+    /// appended with [`AuditLog::append`]. The file's identity was checked
+    /// then and is not checked again (two `statx` per call saved): if the log
+    /// is removed in between, this record goes to the removed file, and the
+    /// next call's decision record finds the removal and refuses the call.
+    pub fn append_result(&mut self, mut rec: Record) -> std::result::Result<u64, String> {
+        let result = self.try_append(&mut rec, false);
+        self.remember(result)
+    }
+
+    fn remember(
+        &mut self,
+        result: std::result::Result<u64, String>,
+    ) -> std::result::Result<u64, String> {
         match &result {
             Ok(_) => self.error = None,
             Err(e) => self.error = Some(e.clone()),
@@ -264,22 +287,29 @@ impl AuditLog {
         result
     }
 
-    fn try_append(&mut self, rec: &mut Record) -> std::result::Result<u64, String> {
+    fn try_append(
+        &mut self,
+        rec: &mut Record,
+        check_identity: bool,
+    ) -> std::result::Result<u64, String> {
         let file = self
             .file
             .as_mut()
             .ok_or_else(|| "the audit log is not open".to_string())?;
-        // Removed or replaced? Compare the open file with what the path names now.
-        let fmeta = file
-            .metadata()
-            .map_err(|e| format!("cannot inspect audit log: {e}"))?;
-        let pmeta = std::fs::metadata(&self.path);
-        let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
-        if fmeta.nlink() == 0 || !same {
-            return Err(format!(
-                "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file)",
-                self.path.display()
-            ));
+        if check_identity {
+            // Removed or replaced? Compare the open file with what the path names now.
+            let fmeta = file
+                .metadata()
+                .map_err(|e| format!("cannot inspect audit log: {e}"))?;
+            let pmeta = std::fs::metadata(&self.path);
+            let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
+            if fmeta.nlink() == 0 || !same {
+                return Err(format!(
+                    "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file)",
+                    self.path.display()
+                ));
+            }
+            self.len = fmeta.len();
         }
         rec.seq = self.seq + 1;
         rec.time = now();
@@ -297,7 +327,7 @@ impl AuditLog {
         if let Err(e) = file.write_all(line.as_bytes()) {
             // A short write (disk full) leaves a torn line that would break the
             // chain for every later record: cut the file back to where it was.
-            let _ = file.set_len(fmeta.len());
+            let _ = file.set_len(self.len);
             return Err(format!(
                 "cannot write audit log {}: {e}",
                 self.path.display()
@@ -305,6 +335,7 @@ impl AuditLog {
         }
         self.seq = rec.seq;
         self.head = m;
+        self.len += line.len() as u64;
         if self.tx.receiver_count() > 0 {
             // Only `audit tail -f` listens; no copy of the line without it.
             let _ = self.tx.send(line.trim_end().to_string());
@@ -491,6 +522,26 @@ mod tests {
             .unwrap();
         }
         log
+    }
+
+    #[test]
+    fn result_records_chain_and_only_decisions_check_the_file() {
+        let (_d, path, key) = setup();
+        let mut log = write_n(&path, &key, 1);
+        let result = || Record {
+            kind: "result".into(),
+            ..Default::default()
+        };
+        assert_eq!(log.append_result(result()), Ok(2));
+        let v = log.verify();
+        assert_eq!((v.records, v.problem), (2, None));
+        // Removed between a decision and its result: the result goes to the
+        // removed file, and the next decision is refused.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(log.append_result(result()), Ok(3));
+        let refused = log.append(result()).unwrap_err();
+        assert!(refused.contains("removed or replaced"), "{refused}");
+        assert_eq!(log.error.as_deref(), Some(refused.as_str()));
     }
 
     #[test]

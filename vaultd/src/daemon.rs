@@ -111,6 +111,15 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .append(rec)
     }
+
+    /// Appends the result record of a call whose decision record
+    /// [`Shared::audit`] just wrote (see [`AuditLog::append_result`]).
+    pub fn audit_result(&self, rec: Record) -> std::result::Result<u64, String> {
+        self.audit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append_result(rec)
+    }
 }
 
 enum State {

@@ -232,7 +232,7 @@ pub async fn execute(
         // The lock already closed the log's chain with its own record; the
         // writer may be gone. Best effort only.
     }
-    if let Err(e) = u.shared.audit(result) {
+    if let Err(e) = u.shared.audit_result(result) {
         tracing::warn!("audit result record not written: {e}");
     }
     outcome.map(|mut r| {
