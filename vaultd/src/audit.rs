@@ -28,6 +28,10 @@ use crate::secret::SecretBuf;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
+/// Bytes reserved for a record line: most fit (a call's decision record is
+/// about 400 bytes with the MAC); a longer one grows the buffer once or twice.
+const LINE_CAPACITY: usize = 768;
+
 /// Longest `reason` kept in a record.
 pub const MAX_REASON_LEN: usize = 1024;
 
@@ -316,15 +320,17 @@ impl AuditLog {
         if let Some(r) = &mut rec.reason {
             truncate_utf8(r, MAX_REASON_LEN);
         }
-        let body =
-            serde_json::to_string(&*rec).map_err(|e| format!("cannot encode audit record: {e}"))?;
-        let m = mac(&self.key, &self.head, body.as_bytes());
-        let mut line = String::with_capacity(body.len() + 80);
-        line.push_str(&body[..body.len() - 1]);
-        line.push_str(",\"mac\":\"");
-        line.push_str(&hex(&m));
-        line.push_str("\"}\n");
-        if let Err(e) = file.write_all(line.as_bytes()) {
+        // One buffer, sized for a typical record (no growth, no second copy):
+        // the body, then the MAC in place of its closing brace.
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        serde_json::to_writer(&mut line, &*rec)
+            .map_err(|e| format!("cannot encode audit record: {e}"))?;
+        let m = mac(&self.key, &self.head, &line);
+        line.pop(); // the body's closing '}'
+        line.extend_from_slice(b",\"mac\":\"");
+        line.extend_from_slice(hex(&m).as_bytes());
+        line.extend_from_slice(b"\"}\n");
+        if let Err(e) = file.write_all(&line) {
             // A short write (disk full) leaves a torn line that would break the
             // chain for every later record: cut the file back to where it was.
             let _ = file.set_len(self.len);
@@ -338,7 +344,8 @@ impl AuditLog {
         self.len += line.len() as u64;
         if self.tx.receiver_count() > 0 {
             // Only `audit tail -f` listens; no copy of the line without it.
-            let _ = self.tx.send(line.trim_end().to_string());
+            line.pop(); // '\n'
+            let _ = self.tx.send(String::from_utf8_lossy(&line).into_owned());
         }
         Ok(rec.seq)
     }
