@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["vault/v1/vault.proto"], ["."])?;
     tonic_prost_build::configure()
         .skip_debug(SECRET_BEARING)
+        .codec_path("crate::codec::VaultCodec")
         .compile_fds(fds)?;
     Ok(())
 }

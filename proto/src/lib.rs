@@ -6,11 +6,13 @@
 //! - [`paths`]: where the daemon's socket is (`VAULTD_SOCKET`, `VAULTD_HOME`, XDG).
 //! - [`client`]: connects to the socket and checks the protocol version first.
 //! - [`codes`]: the stable refusal codes carried at the start of status messages.
+//! - [`codec`]: the protobuf codec of the generated code (tonic-prost's, smaller buffers).
 //!
 //! vaultctl and vault-mcp depend on this crate only, never on the daemon's internals.
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod codec;
 pub mod codes;
 pub mod paths;
 
