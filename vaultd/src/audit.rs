@@ -29,7 +29,8 @@ use crate::secret::SecretBuf;
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Bytes reserved for a record line: most fit (a call's decision record is
-/// about 400 bytes with the MAC); a longer one grows the buffer once or twice.
+/// about 330 bytes with the MAC, a result with an error message about 500);
+/// a longer one (a long path or reason) grows the buffer once or twice.
 const LINE_CAPACITY: usize = 768;
 
 /// Longest `reason` kept in a record.
