@@ -1126,6 +1126,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let one_client = direct_client();
     let mut g = one.block_on(grpc_connect(&socket));
     let (mut m, _) = Mcp::spawn(&s.env, &token);
+    let shim_pid = m.pid();
     let mut direct = || one.block_on(direct_call(&one_client, &url));
     let mut grpc = || one.block_on(grpc_call(&mut g, &token, ECHO_PATH, &[]));
     let mut stdio = || m.echo();
@@ -1141,8 +1142,21 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let upstream_version = last_version(&s.up);
     s.up.clear();
     let conns_before = s.up.connections();
+    let cpu_before = Cpu::now(vaultd, &[shim_pid]);
     let mut timed = latency_interleaved(lat_calls, turn, &mut [&mut direct, &mut grpc, &mut stdio]);
+    let cpu_after = Cpu::now(vaultd, &[shim_pid]);
     let conns_while_timed = s.up.connections() - conns_before;
+    // Each party's CPU per call it served: vaultd serves the gRPC and stdio
+    // calls, vault-mcp the stdio ones, the upstream all three paths.
+    let us_per = |a: u64, b: u64, calls: usize| {
+        round1(b.saturating_sub(a) as f64 / CLK_TCK * 1e6 / calls.max(1) as f64)
+    };
+    let cpu_c1 = json!({
+        "what": "CPU per call each party served during the timed concurrency-1 calls (clock ticks of 10 ms, so about +-5 % at 2000 calls): at concurrency 1 the parties run one after another, so the added latency is about the sum of vault-mcp's and vaultd's share, less the direct client's",
+        "vaultd_us_per_call": us_per(cpu_before.vaultd, cpu_after.vaultd, 2 * lat_calls),
+        "vault_mcp_us_per_call": us_per(cpu_before.shims, cpu_after.shims, lat_calls),
+        "upstream_us_per_call": us_per(cpu_before.upstream, cpu_after.upstream, 3 * lat_calls),
+    });
     let (stdio_lat, e) = timed.pop().expect("stdio");
     stdio_err.extend(e);
     let (grpc_lat, e) = timed.pop().expect("grpc");
@@ -1439,6 +1453,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
             "added_stdio_p50_us": added(&stdio_s, "p50_us"),
             "added_stdio_p99_us": added(&stdio_s, "p99_us"),
             "control_pipe_round_trips": control,
+            "cpu": cpu_c1,
         },
         "throughput_concurrency_64": {
             "direct": direct_tput,
