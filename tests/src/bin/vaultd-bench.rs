@@ -28,8 +28,8 @@
 //! Figures: latency at concurrency 1 (p50/p90/p99 over `--latency-calls` after
 //! `--warmup` calls; the three paths take turns of `--turn` calls, default
 //! 500, so that a change in the machine's speed weighs on all alike; the
-//! first call after a switch is slower, so turns much shorter than 100
-//! calls would measure the switch in the p99; the callers run on a
+//! first call after a switch is slower, so turns of 100 calls or fewer
+//! would put the switch in the p99; the callers run on a
 //! current-thread runtime, as vault-mcp does), throughput at
 //! concurrency 64 (direct: 64 tasks on one client; grpc: 64 tasks, each its
 //! own connection, and again sharing one connection; stdio: 64 vault-mcp
