@@ -484,19 +484,55 @@ fn direct_run(
     calls: usize,
     vaultd: u32,
 ) -> Run {
+    let callers = vec![(client.clone(), Arc::<str>::from(url)); CONCURRENCY];
+    concurrent_run(
+        rt,
+        callers,
+        calls,
+        (vaultd, &[]),
+        None,
+        |(client, url)| async move {
+            let r = direct_call(&client, &url).await;
+            ((client, url), r)
+        },
+    )
+}
+
+/// `calls` calls by one tokio task per caller in `callers`, each task taking
+/// the next call until all are taken, with each party's CPU per call
+/// (`cpu_pids`: vaultd and the vault-mcp processes involved). `call` takes a
+/// caller and hands it back with the call's result; `sampler`, if any, ticks
+/// after each call, outside its timing.
+fn concurrent_run<C, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    callers: Vec<C>,
+    calls: usize,
+    cpu_pids: (u32, &[u32]),
+    sampler: Option<Arc<Sampler>>,
+    call: F,
+) -> Run
+where
+    C: Send + 'static,
+    F: Fn(C) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (C, Result<(), String>)> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
-    let before = Cpu::now(vaultd, &[]);
+    let before = Cpu::now(cpu_pids.0, cpu_pids.1);
     let t0 = Instant::now();
     let results: Vec<Collect> = rt.block_on(async {
         let mut tasks = Vec::new();
-        for _ in 0..CONCURRENCY {
-            let (next, client, url) = (next.clone(), client.clone(), url.to_string());
+        for mut caller in callers {
+            let (next, sampler, call) = (next.clone(), sampler.clone(), call.clone());
             tasks.push(tokio::spawn(async move {
                 let mut col = Collect::default();
                 while next.fetch_add(1, Ordering::Relaxed) < calls {
                     let t = Instant::now();
-                    let r = direct_call(&client, &url).await;
+                    let (back, r) = call(caller).await;
+                    caller = back;
                     col.add(t.elapsed(), r);
+                    if let Some(s) = &sampler {
+                        s.tick();
+                    }
                 }
                 col
             }));
@@ -508,7 +544,7 @@ fn direct_run(
         out
     });
     let wall = t0.elapsed();
-    let after = Cpu::now(vaultd, &[]);
+    let after = Cpu::now(cpu_pids.0, cpu_pids.1);
     finish(results, wall, before.per_call(&after, calls, wall))
 }
 
@@ -913,36 +949,21 @@ fn grpc_run(
     sampler: Option<Arc<Sampler>>,
     route: &Route,
 ) -> Run {
-    let next = Arc::new(AtomicUsize::new(0));
-    let before = Cpu::now(cpu_pids.0, cpu_pids.1);
-    let t0 = Instant::now();
-    let results: Vec<Collect> = rt.block_on(async {
-        let mut tasks = Vec::new();
-        for (mut c, token) in conns {
-            let (next, sampler, route) = (next.clone(), sampler.clone(), route.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut col = Collect::default();
-                let query = route.query_list();
-                while next.fetch_add(1, Ordering::Relaxed) < calls {
-                    let t = Instant::now();
-                    let r = grpc_call(&mut c, &token, route.path, &query).await;
-                    col.add(t.elapsed(), r);
-                    if let Some(s) = &sampler {
-                        s.tick();
-                    }
-                }
-                col
-            }));
-        }
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("task"));
-        }
-        out
-    });
-    let wall = t0.elapsed();
-    let after = Cpu::now(cpu_pids.0, cpu_pids.1);
-    finish(results, wall, before.per_call(&after, calls, wall))
+    let callers: Vec<(Grpc, String, Route)> = conns
+        .into_iter()
+        .map(|(grpc, token)| (grpc, token, route.clone()))
+        .collect();
+    concurrent_run(
+        rt,
+        callers,
+        calls,
+        cpu_pids,
+        sampler,
+        |(mut grpc, token, route)| async move {
+            let r = grpc_call(&mut grpc, &token, route.path, &route.query_list()).await;
+            ((grpc, token, route), r)
+        },
+    )
 }
 
 fn finish(results: Vec<Collect>, wall: Duration, cpu: Value) -> Run {
