@@ -79,8 +79,8 @@ pub struct Unlocked {
 
 /// State that outlives snapshot swaps but not a lock.
 pub struct Shared {
-    /// The audit writer.
-    pub audit: Mutex<AuditLog>,
+    /// The audit writer; reached through [`Shared::audit_log`].
+    audit: Mutex<AuditLog>,
     /// Cancelled by `lock`: every call in flight ends with `locked`.
     pub lock_cancel: CancellationToken,
     /// Per-agent cancellation, cancelled by `agent rm`.
@@ -104,21 +104,20 @@ impl Shared {
             .clone()
     }
 
+    /// The audit log, locked (a panic while it was held does not stop auditing).
+    pub fn audit_log(&self) -> std::sync::MutexGuard<'_, AuditLog> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Appends an audit record; Err carries why it could not be written.
     pub fn audit(&self, rec: Record) -> std::result::Result<u64, String> {
-        self.audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(rec)
+        self.audit_log().append(rec)
     }
 
     /// Appends the result record of a call whose decision record
     /// [`Shared::audit`] just wrote (see [`AuditLog::append_result`]).
     pub fn audit_result(&self, rec: Record) -> std::result::Result<u64, String> {
-        self.audit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append_result(rec)
+        self.audit_log().append_result(rec)
     }
 }
 
@@ -234,13 +233,7 @@ impl Daemon {
                 services: u.services.len() as u32,
                 capabilities: u.capabilities.len() as u32,
                 agents: u.data.agents.len() as u32,
-                audit_error: u
-                    .shared
-                    .audit
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .error()
-                    .map(str::to_string),
+                audit_error: u.shared.audit_log().error().map(str::to_string),
                 unlocked_for: u.unlocked_at.elapsed().as_secs(),
             },
             None => StatusInfo {

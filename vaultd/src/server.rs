@@ -443,9 +443,7 @@ impl Vault for VaultService {
                     .unlocked()
                     .ok_or_else(locked)?
                     .shared
-                    .audit
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .audit_log()
                     .subscribe(),
             )
         } else {
@@ -520,15 +518,9 @@ impl Vault for VaultService {
         let u = self.daemon.unlocked().ok_or_else(locked)?;
         let shared = u.shared.clone();
         drop(u);
-        let v = tokio::task::spawn_blocking(move || {
-            shared
-                .audit
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .verify()
-        })
-        .await
-        .map_err(|_| Status::internal("audit verification panicked"))?;
+        let v = tokio::task::spawn_blocking(move || shared.audit_log().verify())
+            .await
+            .map_err(|_| Status::internal("audit verification panicked"))?;
         Ok(Response::new(AuditVerifyResponse {
             ok: v.problem.is_none(),
             records: v.records,
