@@ -113,24 +113,9 @@ pub struct Binaries {
 
 const BIN_NAMES: [&str; 3] = ["vaultd", "vaultctl", "vault-mcp"];
 
-fn find_bin_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("VAULTD_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    exe.ancestors()
-        .skip(1)
-        .find(|d| d.join("vaultctl").is_file())
-        .map(Path::to_path_buf)
-        .ok_or_else(|| format!("no directory above {} contains `vaultctl`", exe.display()))
-}
-
-/// The binaries under test (see the [module docs](self)). Panics, telling how to
-/// build them, when one is missing.
-pub fn binaries() -> &'static Binaries {
-    static BINS: OnceLock<Result<Binaries, String>> = OnceLock::new();
-    let found = BINS.get_or_init(|| {
-        let dir = find_bin_dir()?;
+impl Binaries {
+    /// The three binaries in `dir` (another build, say); an error names those missing.
+    pub fn in_dir(dir: PathBuf) -> Result<Binaries, String> {
         let missing: Vec<&str> = BIN_NAMES
             .iter()
             .copied()
@@ -149,7 +134,26 @@ pub fn binaries() -> &'static Binaries {
             vault_mcp: dir.join("vault-mcp"),
             dir,
         })
-    });
+    }
+}
+
+fn find_bin_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("VAULTD_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    exe.ancestors()
+        .skip(1)
+        .find(|d| d.join("vaultctl").is_file())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| format!("no directory above {} contains `vaultctl`", exe.display()))
+}
+
+/// The binaries under test (see the [module docs](self)). Panics, telling how to
+/// build them, when one is missing.
+pub fn binaries() -> &'static Binaries {
+    static BINS: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    let found = BINS.get_or_init(|| Binaries::in_dir(find_bin_dir()?));
     match found {
         Ok(b) => b,
         Err(e) => panic!(

@@ -33,8 +33,8 @@ pub mod policy;
 pub mod upstream;
 
 pub use env::{
-    CmdOutput, Ctl, Daemon, PASSPHRASE, Running, VaultEnv, assert_absent, assert_no_canary,
-    binaries,
+    Binaries, CmdOutput, Ctl, Daemon, PASSPHRASE, Running, VaultEnv, assert_absent,
+    assert_no_canary, binaries,
 };
 pub use mcp::{McpClient, McpError, McpOptions, ToolInfo, ToolResult};
 pub use pki::{Pki, TlsKind};

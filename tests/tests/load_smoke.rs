@@ -1,6 +1,7 @@
 //! Smoke test of the load run (issue 5) and the benchmark (issue 3): the
 //! `vaultd-bench` binary, small (load: 4 agents, 200 calls, through vault-mcp
-//! processes and through gRPC; bench: every phase with a few calls). Checks
+//! processes and through gRPC; bench: every phase with a few calls; compare:
+//! the build against itself). Checks
 //! correctness only: zero errors, every figure present, every call in flight
 //! at `vaultctl lock` ends `locked` (within a generous
 //! 3 s, the 100 ms figure is the release benchmark's, see scripts/load.sh), no
@@ -145,4 +146,61 @@ fn bench_runs_every_phase() {
         "{r:#}"
     );
     assert_eq!(r["targets"].as_array().map(Vec::len), Some(10), "{r:#}");
+    // Every call wakes vaultd and vault-mcp at least once.
+    let cpu = &lat["cpu"];
+    for who in ["vaultd", "vault_mcp"] {
+        let switches = cpu[format!("{who}_context_switches_per_call")].as_f64();
+        assert!(switches.unwrap() >= 1.0, "{who}: {r:#}");
+    }
+}
+
+/// `compare` of the build against itself: both sides set up and measured.
+#[test]
+fn compare_runs_both_builds() {
+    let dir = vaultd_tests::binaries().dir.display().to_string();
+    let r = run(&[
+        "compare",
+        "--against",
+        &dir,
+        "--warmup",
+        "5",
+        "--latency-calls",
+        "40",
+        "--turn",
+        "10",
+        "--rounds",
+        "2",
+        "--tput-calls",
+        "200",
+    ]);
+    assert_eq!(r["errors"], 0, "{r:#}");
+    assert_eq!(r["against"], dir.as_str(), "{r:#}");
+    let lat = &r["latency_concurrency_1"];
+    for side in ["this", "against"] {
+        for path in ["grpc", "stdio"] {
+            assert_eq!(lat[side][path]["n"], 40, "{side} {path}: {r:#}");
+        }
+        let switches = lat[side]["vaultd_context_switches_per_call"].as_f64();
+        assert!(switches.unwrap() >= 1.0, "{side}: {r:#}");
+    }
+    let t = &r["throughput_concurrency_64"];
+    assert_eq!(t["per_round"].as_array().map(Vec::len), Some(2), "{r:#}");
+    for run in ["grpc_64_connections", "stdio_pipelined_one_process"] {
+        assert!(
+            t[run]["this_median_calls_per_s"].as_f64().unwrap() > 0.0,
+            "{run}: {r:#}"
+        );
+        assert!(
+            t[run]["against_median_calls_per_s"].as_f64().unwrap() > 0.0,
+            "{run}: {r:#}"
+        );
+    }
+    let missing = run(&["compare", "--against", "/nonexistent-vaultd-build"]);
+    assert!(
+        missing["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing in /nonexistent-vaultd-build"),
+        "{missing:#}"
+    );
 }

@@ -5,6 +5,7 @@
 //! cargo build --release --workspace --bins
 //! VAULTD_BIN_DIR=target/release target/release/vaultd-bench bench [OPTIONS]
 //! VAULTD_BIN_DIR=target/release target/release/vaultd-bench load  [OPTIONS]
+//! VAULTD_BIN_DIR=target/release target/release/vaultd-bench compare --against DIR [OPTIONS]
 //! ```
 //! (`scripts/bench.sh` and `scripts/load.sh` do exactly that.)
 //!
@@ -53,6 +54,25 @@
 //! 256). vaultd's VmHWM is reset (`/proc/PID/clear_refs`) once set-up is done,
 //! so the peak reported is the one reached while serving calls.
 //!
+//! The concurrency-1 figures also give each party's context switches per call
+//! (`latency_concurrency_1.cpu`): about one per wake-up.
+//!
+//! # `compare`
+//!
+//! Judges a change on a machine whose speed drifts (a VM's neighbours): this
+//! build against the binaries in `--against DIR` (another build's `vaultd`,
+//! `vaultctl` and `vault-mcp`), each with its own vault, daemon, upstream and
+//! clients, measured in turns. Concurrency 1: gRPC and stdio of both builds
+//! in turns of `--turn` calls (default 500; every other round of turns in
+//! reverse order) until each made `--latency-calls` (default 3000), with
+//! each build's CPU and context
+//! switches per call (wake-ups, which do not move with the machine's speed).
+//! Concurrency 64: `--rounds` rounds (default 6) of gRPC on 64 connections
+//! and of 64 calls pipelined on one vault-mcp, `--tput-calls` calls per run
+//! (default 10000), the builds' order swapped every round; reported per
+//! round, as medians and as the number of rounds this build was faster.
+//! Comparing a build with itself shows the spread to expect.
+//!
 //! # `load` (issue 5)
 //!
 //! Phase 1: `--agents` agents (default 64), each with its own token and its own
@@ -80,7 +100,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use vault_proto::v1::vault_client::VaultClient;
 use vault_proto::v1::{ExecuteRequest, Header};
-use vaultd_tests::{Daemon, Pki, TlsKind, Upstream, VaultEnv};
+use vaultd_tests::{Binaries, Daemon, Pki, TlsKind, Upstream, VaultEnv};
 
 type Grpc = VaultClient<tonic::transport::Channel>;
 
@@ -149,7 +169,7 @@ impl Args {
         let mut it = std::env::args().skip(1);
         let cmd = it
             .next()
-            .ok_or("usage: vaultd-bench bench|load [--name value ...]")?;
+            .ok_or("usage: vaultd-bench bench|load|compare [--name value ...]")?;
         let mut opts = BTreeMap::new();
         while let Some(k) = it.next() {
             let Some(name) = k.strip_prefix("--") else {
@@ -203,8 +223,9 @@ fn main() -> ExitCode {
     let (report, ok) = match args.cmd.as_str() {
         "bench" => bench(&rt, &args),
         "load" => load(&rt, &args),
+        "compare" => compare(&rt, &args),
         other => {
-            eprintln!("vaultd-bench: unknown command {other:?} (bench or load)");
+            eprintln!("vaultd-bench: unknown command {other:?} (bench, load or compare)");
             return ExitCode::from(2);
         }
     };
@@ -251,6 +272,11 @@ fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(f64::NAN)
 }
 
+/// `(b - a) / calls`, to two decimals.
+fn per_call(a: u64, b: u64, calls: usize) -> f64 {
+    (b.saturating_sub(a) as f64 / calls.max(1) as f64 * 100.0).round() / 100.0
+}
+
 fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
@@ -290,6 +316,25 @@ fn stat_ticks(path: &Path) -> u64 {
 
 fn cpu_ticks(pid: u32) -> u64 {
     stat_ticks(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// Context switches of all of `pid`'s threads so far (voluntary and not):
+/// each time a thread went to sleep or was put off the CPU, so about one per
+/// wake-up. Unlike CPU time, it does not move with the machine's speed.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.rsplit(['\t', ' ']).next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// CPU ticks of this process's threads whose name starts with `prefix`.
@@ -386,9 +431,8 @@ fn reset_hwm(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
-fn setup(agents: usize, kdf_mib: usize, workers: Option<usize>) -> Setup {
+fn setup(env: VaultEnv, agents: usize, kdf_mib: usize, workers: Option<usize>) -> Setup {
     let up = Upstream::start(TlsKind::Good);
-    let env = VaultEnv::new();
     let mut config = format!("upstream_ports = [{}]\n", up.port());
     if let Some(n) = workers {
         config.push_str(&format!("worker_threads = {n}\n"));
@@ -809,10 +853,13 @@ fn latency<F: FnMut() -> Result<(), String> + ?Sized>(
 /// Concurrency-1 latency of several paths measured in turns: `block` calls
 /// of each path, then the next, until each has made `n`. A change in the
 /// machine's speed during the run (a VM's neighbours, say) then weighs on
-/// every path alike, so their difference compares like with like.
+/// every path alike, so their difference compares like with like. With
+/// `alternate`, every other round of turns runs the paths in reverse order,
+/// so that none always follows the same one.
 fn latency_interleaved(
     n: usize,
     block: usize,
+    alternate: bool,
     paths: &mut [&mut dyn FnMut() -> Result<(), String>],
 ) -> Vec<(Vec<Duration>, Vec<String>)> {
     let mut out: Vec<(Vec<Duration>, Vec<String>)> = paths
@@ -820,14 +867,20 @@ fn latency_interleaved(
         .map(|_| (Vec::with_capacity(n), Vec::new()))
         .collect();
     let mut done = 0;
+    let mut round = 0;
     while done < n {
         let k = block.min(n - done);
-        for (path, (lat, errors)) in paths.iter_mut().zip(out.iter_mut()) {
-            let (l, e) = latency(0, k, &mut **path);
-            lat.extend(l);
-            errors.extend(e);
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        if alternate && round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (l, e) = latency(0, k, &mut *paths[i]);
+            out[i].0.extend(l);
+            out[i].1.extend(e);
         }
         done += k;
+        round += 1;
     }
     out
 }
@@ -1123,7 +1176,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
 
     eprintln!("vaultd-bench: setting up vaultd and the upstream");
     let kdf_mib = args.num("kdf-mib", 64);
-    let s = setup(1, kdf_mib, args.workers());
+    let s = setup(VaultEnv::new(), 1, kdf_mib, args.workers());
     let token = s.tokens[0].clone();
     let vaultd = s.daemon.pid();
     let socket = s.env.socket_path();
@@ -1164,8 +1217,15 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     s.up.clear();
     let conns_before = s.up.connections();
     let cpu_before = Cpu::now(vaultd, &[shim_pid]);
-    let mut timed = latency_interleaved(lat_calls, turn, &mut [&mut direct, &mut grpc, &mut stdio]);
+    let switches_before = (context_switches(vaultd), context_switches(shim_pid));
+    let mut timed = latency_interleaved(
+        lat_calls,
+        turn,
+        false,
+        &mut [&mut direct, &mut grpc, &mut stdio],
+    );
     let cpu_after = Cpu::now(vaultd, &[shim_pid]);
+    let switches_after = (context_switches(vaultd), context_switches(shim_pid));
     let conns_while_timed = s.up.connections() - conns_before;
     // Each party's CPU per call it served: vaultd serves the gRPC and stdio
     // calls, vault-mcp the stdio ones, the upstream all three paths.
@@ -1177,6 +1237,8 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         "vaultd_us_per_call": us_per(cpu_before.vaultd, cpu_after.vaultd, 2 * lat_calls),
         "vault_mcp_us_per_call": us_per(cpu_before.shims, cpu_after.shims, lat_calls),
         "upstream_us_per_call": us_per(cpu_before.upstream, cpu_after.upstream, 3 * lat_calls),
+        "vaultd_context_switches_per_call": per_call(switches_before.0, switches_after.0, 2 * lat_calls),
+        "vault_mcp_context_switches_per_call": per_call(switches_before.1, switches_after.1, lat_calls),
     });
     let (stdio_lat, e) = timed.pop().expect("stdio");
     stdio_err.extend(e);
@@ -1518,6 +1580,249 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
 }
 
 // ---------------------------------------------------------------------------
+// compare.
+
+/// One build under comparison: its own vault, daemon, upstream and clients.
+struct Side {
+    name: &'static str,
+    dir: String,
+    s: Setup,
+    token: String,
+    grpc: Grpc,
+    conns: Vec<(Grpc, String)>,
+    mcp: Option<Mcp>,
+}
+
+impl Side {
+    /// `rt` runs the 64-connection clients, `one` the concurrency-1 one.
+    fn new(
+        name: &'static str,
+        bins: Binaries,
+        (rt, one): (&tokio::runtime::Runtime, &tokio::runtime::Runtime),
+        args: &Args,
+    ) -> Side {
+        let dir = bins.dir.display().to_string();
+        eprintln!("vaultd-bench: setting up {name} ({dir})");
+        let s = setup(
+            VaultEnv::with_binaries(bins),
+            1,
+            args.num("kdf-mib", 8),
+            args.workers(),
+        );
+        let token = s.tokens[0].clone();
+        let socket = s.env.socket_path();
+        let conns = rt.block_on(async {
+            let mut conns = Vec::new();
+            for _ in 0..CONCURRENCY {
+                conns.push((grpc_connect(&socket).await, token.clone()));
+            }
+            conns
+        });
+        let grpc = one.block_on(grpc_connect(&socket));
+        let mcp = Some(Mcp::spawn(&s.env, &token).0);
+        Side {
+            name,
+            dir,
+            s,
+            token,
+            grpc,
+            conns,
+            mcp,
+        }
+    }
+
+    fn vaultd(&self) -> u32 {
+        self.s.daemon.pid()
+    }
+
+    fn shim(&self) -> u32 {
+        self.mcp.as_ref().map_or(0, Mcp::pid)
+    }
+}
+
+/// Median of `v` (0 when empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `compare --against DIR`: this build (`VAULTD_BIN_DIR`) against the
+/// binaries in DIR, each with its own daemon and upstream, run in turns so
+/// that a change in the machine's speed weighs on both alike: concurrency-1
+/// latency of gRPC and stdio in turns of `--turn` calls, then `--rounds`
+/// rounds of the CPU-bound runs (gRPC on 64 connections, and 64 calls
+/// pipelined on one vault-mcp), `--tput-calls` calls each, the order of the
+/// two builds swapped every round.
+fn compare(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
+    let Some(other) = args.opts.get("against") else {
+        eprintln!(
+            "vaultd-bench: compare needs --against DIR (a directory holding another build's binaries)"
+        );
+        return (json!({"error": "--against DIR is missing"}), false);
+    };
+    let other = match Binaries::in_dir(other.into()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("vaultd-bench: --against: {e}");
+            return (json!({"error": e}), false);
+        }
+    };
+    let warmup = args.num("warmup", 300);
+    let lat_calls = args.num("latency-calls", 3000);
+    let turn = args.num("turn", 500).max(1);
+    let rounds = args.num("rounds", 6);
+    let tput_calls = args.num("tput-calls", 10_000);
+
+    // As in `bench`: the concurrency-1 callers run on a current-thread runtime.
+    let one = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut sides = [
+        Side::new("this", vaultd_tests::binaries().clone(), (rt, &one), args),
+        Side::new("against", other, (rt, &one), args),
+    ];
+    let echo = Route::echo();
+
+    // --- concurrency 1, in turns -----------------------------------------------------
+    eprintln!("vaultd-bench: latency at concurrency 1 ({lat_calls} calls per path and build)");
+    let [a, b] = &mut sides;
+    let before: Vec<(u64, u64, Cpu)> = [&*a, &*b]
+        .iter()
+        .map(|x| {
+            (
+                context_switches(x.vaultd()),
+                context_switches(x.shim()),
+                Cpu::now(x.vaultd(), &[x.shim()]),
+            )
+        })
+        .collect();
+    let timed = {
+        let (ta, tb) = (a.token.clone(), b.token.clone());
+        let (ga, gb) = (&mut a.grpc, &mut b.grpc);
+        let (ma, mb) = (
+            a.mcp.as_mut().expect("vault-mcp"),
+            b.mcp.as_mut().expect("vault-mcp"),
+        );
+        let mut grpc_a = || one.block_on(grpc_call(ga, &ta, ECHO_PATH, &[]));
+        let mut grpc_b = || one.block_on(grpc_call(gb, &tb, ECHO_PATH, &[]));
+        let mut stdio_a = || ma.echo();
+        let mut stdio_b = || mb.echo();
+        for path in [
+            &mut grpc_a as &mut dyn FnMut() -> Result<(), String>,
+            &mut grpc_b,
+            &mut stdio_a,
+            &mut stdio_b,
+        ] {
+            let _ = latency(warmup, 0, path);
+        }
+        latency_interleaved(
+            lat_calls,
+            turn,
+            true,
+            &mut [&mut grpc_a, &mut stdio_a, &mut grpc_b, &mut stdio_b],
+        )
+    };
+    let mut errors: usize = timed.iter().map(|(_, e)| e.len()).sum();
+    let mut lat = serde_json::Map::new();
+    for (i, x) in [&*a, &*b].into_iter().enumerate() {
+        let (cs_vaultd, cs_shim, cpu) = &before[i];
+        let cpu_after = Cpu::now(x.vaultd(), &[x.shim()]);
+        lat.insert(
+            x.name.to_string(),
+            json!({
+                "grpc": summary(timed[2 * i].0.clone()),
+                "stdio": summary(timed[2 * i + 1].0.clone()),
+                "vaultd_context_switches_per_call": per_call(*cs_vaultd, context_switches(x.vaultd()), 2 * lat_calls),
+                "vault_mcp_context_switches_per_call": per_call(*cs_shim, context_switches(x.shim()), lat_calls),
+                "vaultd_us_per_call": round1((cpu_after.vaultd - cpu.vaultd) as f64 / CLK_TCK * 1e6 / (2 * lat_calls) as f64),
+                "vault_mcp_us_per_call": round1((cpu_after.shims - cpu.shims) as f64 / CLK_TCK * 1e6 / lat_calls as f64),
+            }),
+        );
+    }
+    for (key, q) in [("stdio", "p50_us"), ("stdio", "p99_us"), ("grpc", "p50_us")] {
+        let d = f(&lat["this"][key], q) - f(&lat["against"][key], q);
+        lat.insert(format!("{key}_{q}_this_minus_against"), json!(round1(d)));
+    }
+
+    // --- concurrency 64, in rounds ----------------------------------------------------
+    eprintln!(
+        "vaultd-bench: {rounds} rounds at concurrency {CONCURRENCY} ({tput_calls} calls per run)"
+    );
+    let mut per_round = Vec::new();
+    let mut rates: [[Vec<f64>; 2]; 2] = Default::default(); // [side][grpc, pipelined]
+    let mut vaultd_us: [[Vec<f64>; 2]; 2] = Default::default();
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut row = serde_json::Map::new();
+        for i in order {
+            let x = &mut sides[i];
+            let g = grpc_run(
+                rt,
+                x.conns.clone(),
+                tput_calls,
+                (x.vaultd(), &[]),
+                None,
+                &echo,
+            );
+            x.s.up.clear();
+            let (p, m) = stdio_pipelined(
+                x.mcp.take().expect("vault-mcp"),
+                tput_calls,
+                CONCURRENCY,
+                x.vaultd(),
+                &echo,
+            );
+            x.mcp = Some(m);
+            x.s.up.clear();
+            for (k, run) in [g, p].iter().enumerate() {
+                errors += run.errors;
+                rates[i][k].push(tput_calls as f64 / run.wall.as_secs_f64());
+                vaultd_us[i][k].push(f(&run.cpu, "vaultd_us_per_call"));
+            }
+            row.insert(
+                x.name.to_string(),
+                json!({"grpc_calls_per_s": round1(rates[i][0][r]), "pipelined_calls_per_s": round1(rates[i][1][r])}),
+            );
+        }
+        per_round.push(Value::Object(row));
+    }
+    let summary_of = |k: usize| {
+        let this_faster = (0..rounds)
+            .filter(|&r| rates[0][k][r] > rates[1][k][r])
+            .count();
+        json!({
+            "this_median_calls_per_s": round1(median(rates[0][k].clone())),
+            "against_median_calls_per_s": round1(median(rates[1][k].clone())),
+            "this_over_against_median_of_rounds": round3(median((0..rounds).map(|r| rates[0][k][r] / rates[1][k][r]).collect())),
+            "rounds_this_faster": this_faster,
+            "this_vaultd_us_per_call_median": round1(median(vaultd_us[0][k].clone())),
+            "against_vaultd_us_per_call_median": round1(median(vaultd_us[1][k].clone())),
+        })
+    };
+    let report = json!({
+        "kind": "vaultd comparison of two builds, in turns",
+        "machine": machine(),
+        "this": sides[0].dir,
+        "against": sides[1].dir,
+        "errors": errors,
+        "latency_concurrency_1": lat,
+        "throughput_concurrency_64": {
+            "rounds": rounds,
+            "grpc_64_connections": summary_of(0),
+            "stdio_pipelined_one_process": summary_of(1),
+            "per_round": per_round,
+        },
+    });
+    for x in sides {
+        if let Some(m) = x.mcp {
+            m.close();
+        }
+    }
+    (report, errors == 0)
+}
+
+// ---------------------------------------------------------------------------
 // load.
 
 fn load(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
@@ -1531,7 +1836,7 @@ fn load(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
 
     eprintln!("vaultd-bench: setting up vaultd with {agents} agents");
     let kdf_mib = args.num("kdf-mib", 64);
-    let s = setup(agents, kdf_mib, args.workers());
+    let s = setup(VaultEnv::new(), agents, kdf_mib, args.workers());
     let vaultd = s.daemon.pid();
     let socket = s.env.socket_path();
     let (rss_idle, hwm_setup) = mem_kb(vaultd);
