@@ -85,6 +85,10 @@ impl AsyncRead for SlotStream {
     }
 }
 
+/// Not vectored, on purpose (`is_write_vectored` stays false): h2 then copies
+/// DATA payloads of up to 1 KiB into its write buffer instead of chaining
+/// those over 256 bytes, and a chained frame makes it write before it encodes
+/// the next one. Under load many answers thus leave in one write.
 impl AsyncWrite for SlotStream {
     fn poll_write(
         self: Pin<&mut Self>,
