@@ -1687,17 +1687,8 @@ fn compare(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     // --- concurrency 1, in turns -----------------------------------------------------
     eprintln!("vaultd-bench: latency at concurrency 1 ({lat_calls} calls per path and build)");
     let [a, b] = &mut sides;
-    let before: Vec<(u64, u64, Cpu)> = [&*a, &*b]
-        .iter()
-        .map(|x| {
-            (
-                context_switches(x.vaultd()),
-                context_switches(x.shim()),
-                Cpu::now(x.vaultd(), &[x.shim()]),
-            )
-        })
-        .collect();
-    let timed = {
+    let pids = [(a.vaultd(), a.shim()), (b.vaultd(), b.shim())];
+    let (timed, before, warmup_errors) = {
         let (ta, tb) = (a.token.clone(), b.token.clone());
         let (ga, gb) = (&mut a.grpc, &mut b.grpc);
         let (ma, mb) = (
@@ -1708,22 +1699,35 @@ fn compare(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
         let mut grpc_b = || one.block_on(grpc_call(gb, &tb, ECHO_PATH, &[]));
         let mut stdio_a = || ma.echo();
         let mut stdio_b = || mb.echo();
+        let mut warmup_errors = 0;
         for path in [
             &mut grpc_a as &mut dyn FnMut() -> Result<(), String>,
             &mut grpc_b,
             &mut stdio_a,
             &mut stdio_b,
         ] {
-            let _ = latency(warmup, 0, path);
+            warmup_errors += latency(warmup, 0, path).1.len();
         }
-        latency_interleaved(
+        // Counted from here: the timed calls only.
+        let before: Vec<(u64, u64, Cpu)> = pids
+            .iter()
+            .map(|&(vaultd, shim)| {
+                (
+                    context_switches(vaultd),
+                    context_switches(shim),
+                    Cpu::now(vaultd, &[shim]),
+                )
+            })
+            .collect();
+        let timed = latency_interleaved(
             lat_calls,
             turn,
             true,
             &mut [&mut grpc_a, &mut stdio_a, &mut grpc_b, &mut stdio_b],
-        )
+        );
+        (timed, before, warmup_errors)
     };
-    let mut errors: usize = timed.iter().map(|(_, e)| e.len()).sum();
+    let mut errors: usize = warmup_errors + timed.iter().map(|(_, e)| e.len()).sum::<usize>();
     let mut lat = serde_json::Map::new();
     for (i, x) in [&*a, &*b].into_iter().enumerate() {
         let (cs_vaultd, cs_shim, cpu) = &before[i];
@@ -1735,8 +1739,8 @@ fn compare(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
                 "stdio": summary(timed[2 * i + 1].0.clone()),
                 "vaultd_context_switches_per_call": per_call(*cs_vaultd, context_switches(x.vaultd()), 2 * lat_calls),
                 "vault_mcp_context_switches_per_call": per_call(*cs_shim, context_switches(x.shim()), lat_calls),
-                "vaultd_us_per_call": round1((cpu_after.vaultd - cpu.vaultd) as f64 / CLK_TCK * 1e6 / (2 * lat_calls) as f64),
-                "vault_mcp_us_per_call": round1((cpu_after.shims - cpu.shims) as f64 / CLK_TCK * 1e6 / lat_calls as f64),
+                "vaultd_us_per_call": round1(cpu_after.vaultd.saturating_sub(cpu.vaultd) as f64 / CLK_TCK * 1e6 / (2 * lat_calls) as f64),
+                "vault_mcp_us_per_call": round1(cpu_after.shims.saturating_sub(cpu.shims) as f64 / CLK_TCK * 1e6 / lat_calls as f64),
             }),
         );
     }
