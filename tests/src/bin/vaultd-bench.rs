@@ -272,6 +272,11 @@ fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(f64::NAN)
 }
 
+/// CPU microseconds per call from clock ticks `a` before and `b` after `calls` calls.
+fn us_per_call(a: u64, b: u64, calls: usize) -> f64 {
+    round1(b.saturating_sub(a) as f64 / CLK_TCK * 1e6 / calls.max(1) as f64)
+}
+
 /// `(b - a) / calls`, to two decimals.
 fn per_call(a: u64, b: u64, calls: usize) -> f64 {
     (b.saturating_sub(a) as f64 / calls.max(1) as f64 * 100.0).round() / 100.0
@@ -371,9 +376,7 @@ impl Cpu {
 
     /// CPU microseconds per call of each party between `self` and `later`.
     fn per_call(&self, later: &Cpu, calls: usize, wall: Duration) -> Value {
-        let per = |a: u64, b: u64| {
-            round1(b.saturating_sub(a) as f64 / CLK_TCK * 1e6 / calls.max(1) as f64)
-        };
+        let per = |a: u64, b: u64| us_per_call(a, b, calls);
         let share = |a: u64, b: u64| {
             round1(b.saturating_sub(a) as f64 / CLK_TCK / wall.as_secs_f64() * 100.0)
         };
@@ -599,6 +602,21 @@ async fn grpc_connect(socket: &Path) -> Grpc {
     vault_proto::client::connect(socket, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| panic!("connect to vaultd: {e}"))
+}
+
+/// One gRPC connection per token, each paired with its token.
+fn grpc_conns(
+    rt: &tokio::runtime::Runtime,
+    socket: &Path,
+    tokens: impl IntoIterator<Item = String>,
+) -> Vec<(Grpc, String)> {
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for token in tokens {
+            conns.push((grpc_connect(socket).await, token));
+        }
+        conns
+    })
 }
 
 fn execute_request(token: &str, path: &str, query: &[(&str, &str)]) -> ExecuteRequest {
@@ -1229,14 +1247,11 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let conns_while_timed = s.up.connections() - conns_before;
     // Each party's CPU per call it served: vaultd serves the gRPC and stdio
     // calls, vault-mcp the stdio ones, the upstream all three paths.
-    let us_per = |a: u64, b: u64, calls: usize| {
-        round1(b.saturating_sub(a) as f64 / CLK_TCK * 1e6 / calls.max(1) as f64)
-    };
     let cpu_c1 = json!({
         "what": "CPU per call each party served during the timed concurrency-1 calls (clock ticks of 10 ms, so about +-5 % at 2000 calls): at concurrency 1 the parties run one after another, so the added latency is about the sum of vault-mcp's and vaultd's share, less the direct client's",
-        "vaultd_us_per_call": us_per(cpu_before.vaultd, cpu_after.vaultd, 2 * lat_calls),
-        "vault_mcp_us_per_call": us_per(cpu_before.shims, cpu_after.shims, lat_calls),
-        "upstream_us_per_call": us_per(cpu_before.upstream, cpu_after.upstream, 3 * lat_calls),
+        "vaultd_us_per_call": us_per_call(cpu_before.vaultd, cpu_after.vaultd, 2 * lat_calls),
+        "vault_mcp_us_per_call": us_per_call(cpu_before.shims, cpu_after.shims, lat_calls),
+        "upstream_us_per_call": us_per_call(cpu_before.upstream, cpu_after.upstream, 3 * lat_calls),
         "vaultd_context_switches_per_call": per_call(switches_before.0, switches_after.0, 2 * lat_calls),
         "vault_mcp_context_switches_per_call": per_call(switches_before.1, switches_after.1, lat_calls),
     });
@@ -1281,13 +1296,7 @@ fn bench(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let direct_tput_run = direct_run(rt, &client, &url, tput_calls, vaultd);
     s.up.clear();
 
-    let conns: Vec<(Grpc, String)> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..CONCURRENCY {
-            v.push((grpc_connect(&socket).await, token.clone()));
-        }
-        v
-    });
+    let conns = grpc_conns(rt, &socket, vec![token.clone(); CONCURRENCY]);
     let echo = Route::echo();
     let grpc_run_ = grpc_run(rt, conns.clone(), tput_calls, (vaultd, &[]), None, &echo);
     s.up.clear();
@@ -1611,13 +1620,7 @@ impl Side {
         );
         let token = s.tokens[0].clone();
         let socket = s.env.socket_path();
-        let conns = rt.block_on(async {
-            let mut conns = Vec::new();
-            for _ in 0..CONCURRENCY {
-                conns.push((grpc_connect(&socket).await, token.clone()));
-            }
-            conns
-        });
+        let conns = grpc_conns(rt, &socket, vec![token.clone(); CONCURRENCY]);
         let grpc = one.block_on(grpc_connect(&socket));
         let mcp = Some(Mcp::spawn(&s.env, &token).0);
         Side {
@@ -1739,8 +1742,8 @@ fn compare(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
                 "stdio": summary(timed[2 * i + 1].0.clone()),
                 "vaultd_context_switches_per_call": per_call(*cs_vaultd, context_switches(x.vaultd()), 2 * lat_calls),
                 "vault_mcp_context_switches_per_call": per_call(*cs_shim, context_switches(x.shim()), lat_calls),
-                "vaultd_us_per_call": round1(cpu_after.vaultd.saturating_sub(cpu.vaultd) as f64 / CLK_TCK * 1e6 / (2 * lat_calls) as f64),
-                "vault_mcp_us_per_call": round1(cpu_after.shims.saturating_sub(cpu.shims) as f64 / CLK_TCK * 1e6 / lat_calls as f64),
+                "vaultd_us_per_call": us_per_call(cpu.vaultd, cpu_after.vaultd, 2 * lat_calls),
+                "vault_mcp_us_per_call": us_per_call(cpu.shims, cpu_after.shims, lat_calls),
             }),
         );
     }
@@ -1854,13 +1857,7 @@ fn load(rt: &tokio::runtime::Runtime, args: &Args) -> (Value, bool) {
     let mut shims = Vec::new();
     let mut grpcs = Vec::new();
     let run = if via == "grpc" {
-        let conns: Vec<(Grpc, String)> = rt.block_on(async {
-            let mut v = Vec::new();
-            for t in &s.tokens {
-                v.push((grpc_connect(&socket).await, t.clone()));
-            }
-            v
-        });
+        let conns = grpc_conns(rt, &socket, s.tokens.clone());
         grpcs = conns.clone();
         grpc_run(
             rt,
