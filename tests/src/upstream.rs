@@ -38,7 +38,7 @@
 //! | --- | --- |
 //! | `echo` | 200, JSON [echo object](#the-echo-object) |
 //! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form |
-//! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key` |
+//! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key`, and a header named after the last word of each (the credential, lowercased as a name) when that is a valid name |
 //! | `echo-gzip` | the echo object gzip-compressed, `Content-Encoding: gzip`, whatever Accept-Encoding says |
 //! | `echo-binary` | `application/octet-stream`: [`BINARY_PREFIX`] + Authorization value + [`BINARY_SUFFIX`] |
 //! | `status/NNN` | status NNN, body `{"status":NNN}` |
@@ -567,6 +567,15 @@ fn handle_route(rec: &Recorded, ctl: &Arc<ConnCtl>) -> Option<Response<RespBody>
             ] {
                 if let Some(v) = rec.header(from).and_then(|v| HeaderValue::from_str(v).ok()) {
                     resp.headers_mut().insert(HeaderName::from_static(to), v);
+                }
+                // The credential as a header *name* too (lowercased on the
+                // way, as HTTP/2 requires): "Bearer X" gives the name "x".
+                let last_word = rec.header(from).and_then(|v| v.rsplit(' ').next());
+                if let Some(name) =
+                    last_word.and_then(|w| HeaderName::from_bytes(w.as_bytes()).ok())
+                {
+                    resp.headers_mut()
+                        .insert(name, HeaderValue::from_static("1"));
                 }
             }
             resp

@@ -681,6 +681,12 @@ fn check_sent(
             canary.as_bytes(),
             &format!("[{name}] answer"),
         );
+        // Header names come lowercased: any letter case would give it away.
+        assert_absent(
+            r.text.to_ascii_lowercase().as_bytes(),
+            canary.to_ascii_lowercase().as_bytes(),
+            &format!("[{name}] answer, in lowercase"),
+        );
     }
     // The Basic token on the wire, base64("user:" + secret), is a credential
     // too: any form of it decodes back to the secret.

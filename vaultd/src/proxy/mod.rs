@@ -566,7 +566,7 @@ async fn call_upstream(
             }
             // Scrub the raw bytes first: a lossy UTF-8 conversion could break a
             // credential's match and leak its valid part.
-            let (n, _) = svc.scrubber.scrub_str(name.as_str());
+            let (n, _) = svc.scrubber.scrub_name(name.as_str());
             let mut raw = value.as_bytes().to_vec();
             svc.scrubber.scrub(&mut raw);
             out_headers.push(Header {

@@ -22,6 +22,10 @@
 //!   upper- and lowercase hex, and with space as `+`;
 //! - hex of the whole value, lowercase and uppercase.
 //!
+//! Response header *names* are matched ignoring ASCII case
+//! ([`Scrubber::scrub_name`]): the HTTP client has lowercased them, so a
+//! credential sent as a name arrives in a case the patterns do not have.
+//!
 //! Beyond these fixed patterns, every pattern is also searched in decoded
 //! *views* of the input, and a match there redacts the source bytes it was
 //! decoded from (whole escapes):
@@ -269,6 +273,25 @@ impl Scrubber {
         }
     }
 
+    /// [`Scrubber::scrub_str`] for a response header's *name*, ignoring ASCII
+    /// case: the HTTP client lowercases names (HTTP/2 requires it), so an
+    /// upstream that sends a credential as a header name would otherwise hand
+    /// the agent its lowercased copy, from which any letter-case of the
+    /// original is easy to try. Names are short, so the naive search is used.
+    pub fn scrub_name(&self, name: &str) -> (String, usize) {
+        let mut bytes = name.as_bytes().to_vec();
+        let count = if self.patterns.is_empty() {
+            0
+        } else {
+            self.scrub_with(&mut bytes, false, &Search::IgnoreCase(&self.patterns))
+        };
+        wipe_stack();
+        match String::from_utf8(bytes) {
+            Ok(s) => (s, count),
+            Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), count),
+        }
+    }
+
     fn scrub_impl(&self, data: &mut Vec<u8>, truncated: bool) -> usize {
         let count = self.scrub_unwiped(data, truncated);
         wipe_stack();
@@ -474,6 +497,8 @@ enum Search<'a> {
     Finders(&'a [Finder<'a>]),
     /// `memchr` on each pattern's first byte, then a comparison.
     Naive(&'a Patterns),
+    /// A comparison at every offset, ASCII case ignored (header names).
+    IgnoreCase(&'a Patterns),
 }
 
 impl Search<'_> {
@@ -491,6 +516,16 @@ impl Search<'_> {
             Search::Naive(patterns) => {
                 for p in patterns.iter() {
                     push_runs(p.len(), out, |from| naive_find(hay, from, p));
+                }
+            }
+            Search::IgnoreCase(patterns) => {
+                for p in patterns.iter() {
+                    push_runs(p.len(), out, |from| {
+                        (from..=hay.len().checked_sub(p.len())?).find(|&i| {
+                            hay.get(i..i + p.len())
+                                .is_some_and(|w| w.eq_ignore_ascii_case(p))
+                        })
+                    });
                 }
             }
         }
@@ -1067,6 +1102,33 @@ mod tests {
     }
 
     // ---- forms ----
+
+    #[test]
+    fn header_names_match_in_any_case() {
+        let value = b"CANARYUP-CD72B47868635929";
+        let s = build(&[value]);
+        let b64 = STANDARD.encode(value);
+        let hex: String = value.iter().map(|b| format!("{b:02X}")).collect();
+        let names = [
+            "canaryup-cd72b47868635929".to_string(),
+            "x-canaryup-cd72b47868635929-y".to_string(),
+            b64.to_ascii_lowercase(),
+            hex.to_ascii_lowercase(),
+            format!("x-{}", "canaryup%2dcd72b47868635929"),
+        ];
+        for name in names {
+            let (out, n) = s.scrub_name(&name);
+            assert!(n >= 1, "{name:?} -> {out:?}");
+            assert!(
+                !out.to_ascii_lowercase().contains("cd72b47868635929"),
+                "{name:?} -> {out:?}"
+            );
+        }
+        assert_eq!(
+            s.scrub_name("content-type"),
+            ("content-type".to_string(), 0)
+        );
+    }
 
     #[test]
     fn raw_value_anywhere() {
