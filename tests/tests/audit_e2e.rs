@@ -320,3 +320,82 @@ fn agent_input_cannot_forge_lines_in_audit_tail() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+/// Rule 8: an allowed call gets its result record even when its caller goes
+/// away first (an MCP cancel or a killed vault-mcp drops the gRPC stream, and
+/// tonic drops the handler): the request reached the upstream, so the log
+/// must say how the call ended.
+#[test]
+fn a_call_whose_caller_goes_away_still_gets_its_result_record() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&policy(&up, &env));
+    let token = env.add_agent("a");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = vault_proto::client::connect(&env.socket_path(), Duration::from_secs(5))
+            .await
+            .expect("connect to vaultd");
+        let call = c.execute(vault_proto::v1::ExecuteRequest {
+            agent_token: token.clone(),
+            capability: "echo".into(),
+            method: "POST".into(),
+            path: "/v1/hang".into(),
+            body: b"payload".to_vec(),
+            ..Default::default()
+        });
+        tokio::pin!(call);
+        // Wait until the upstream holds the request, then give up on it.
+        let seen = async {
+            while up.request_count() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            r = &mut call => panic!("the hanging call returned: {r:?}"),
+            () = seen => {}
+            () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the upstream never got the call"),
+        }
+    });
+    drop(rt); // the stream is reset and the connection closed
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let (decision, result) = loop {
+        let recs = records(&env);
+        let decision = recs
+            .iter()
+            .rfind(|r| r["kind"] == "decision" && r["path"] == "/v1/hang")
+            .cloned()
+            .expect("the decision record");
+        let result = recs
+            .iter()
+            .find(|r| r["kind"] == "result" && r["decision_seq"] == decision["seq"])
+            .cloned();
+        if let Some(result) = result {
+            break (decision, result);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no result record for {decision} after the caller went away"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(decision["decision"], "allowed", "{decision}");
+    assert_eq!(result["code"], "cancelled", "{result}");
+    assert_eq!(result["method"], "POST", "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("went away")),
+        "{result}"
+    );
+    env.ctl(&["audit", "verify"]).assert_ok();
+    assert_no_canary(&env, CANARY);
+}

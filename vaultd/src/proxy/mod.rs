@@ -196,7 +196,19 @@ pub async fn execute(
 
     d.in_flight.fetch_add(1, Ordering::SeqCst);
     let _guard = InFlight(d);
-    let started = Instant::now();
+    let pending = PendingResult {
+        shared: &u.shared,
+        started: Instant::now(),
+        record: Some(Record {
+            kind: "result".into(),
+            agent: Some(agent),
+            capability: rec.capability.clone(),
+            method: rec.method.clone(),
+            path: rec.path.clone(),
+            decision_seq: Some(decision_seq),
+            ..Default::default()
+        }),
+    };
     // Boxed, like the handler's future in server.rs: `select!` and tonic move
     // these futures, and a move of a box is a pointer copy instead of a
     // memmove of several KiB (perf: memmove was ~12 % of vaultd's CPU).
@@ -207,42 +219,67 @@ pub async fn execute(
         _ = agent_cancel.cancelled() => Err(Refusal::unknown_agent()),
         r = call => r,
     };
-    let mut result = Record {
-        kind: "result".into(),
-        agent: Some(agent),
-        capability: rec.capability.clone(),
-        method: rec.method.clone(),
-        path: rec.path.clone(),
-        decision_seq: Some(decision_seq),
-        duration_ms: Some(started.elapsed().as_millis() as u64),
-        ..Default::default()
-    };
-    match &outcome {
-        Ok(resp) => {
-            result.status = Some(resp.status as u16);
-            result.bytes = Some(resp.body.len() as u64);
-            result.truncated = Some(resp.truncated);
-        }
-        Err(r) => {
-            result.code = Some(r.code.into());
-            result.error = Some(clip(&r.message, 300));
-        }
-    }
-    if r_is_locked(&outcome) {
-        // The lock already closed the log's chain with its own record; the
-        // writer may be gone. Best effort only.
-    }
-    if let Err(e) = u.shared.audit_result(result) {
-        tracing::warn!("audit result record not written: {e}");
-    }
+    pending.finish(&outcome);
     outcome.map(|mut r| {
         r.audit_seq = decision_seq;
         r
     })
 }
 
-fn r_is_locked(r: &Result<ExecuteResponse, Refusal>) -> bool {
-    matches!(r, Err(x) if x.code == codes::LOCKED)
+/// The `code` of a result record whose caller went away before the call
+/// ended (an MCP cancel, a killed vault-mcp): audit only, never sent.
+pub const CANCELLED: &str = "cancelled";
+
+/// The result record of an allowed call, written when the call ends, or when
+/// its future is dropped first: tonic drops the handler when the caller
+/// cancels or disconnects, and that call (which may have reached the
+/// upstream) still gets its second record (DESIGN.md, rule 8).
+struct PendingResult<'a> {
+    shared: &'a crate::daemon::Shared,
+    started: Instant,
+    record: Option<Record>,
+}
+
+impl PendingResult<'_> {
+    fn finish(mut self, outcome: &Result<ExecuteResponse, Refusal>) {
+        let Some(mut rec) = self.record.take() else {
+            return;
+        };
+        match outcome {
+            Ok(resp) => {
+                rec.status = Some(resp.status as u16);
+                rec.bytes = Some(resp.body.len() as u64);
+                rec.truncated = Some(resp.truncated);
+            }
+            Err(r) => {
+                rec.code = Some(r.code.into());
+                rec.error = Some(clip(&r.message, 300));
+            }
+        }
+        self.write(rec);
+    }
+
+    fn write(&self, mut rec: Record) {
+        rec.duration_ms = Some(self.started.elapsed().as_millis() as u64);
+        // After a lock the writer may be gone (the lock closed the chain with
+        // its own record): best effort only.
+        if let Err(e) = self.shared.audit_result(rec) {
+            tracing::warn!("audit result record not written: {e}");
+        }
+    }
+}
+
+impl Drop for PendingResult<'_> {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.record.take() {
+            rec.code = Some(CANCELLED.into());
+            rec.error = Some(
+                "the caller went away before the call ended (cancelled or disconnected); the upstream may have received the request"
+                    .into(),
+            );
+            self.write(rec);
+        }
+    }
 }
 
 type Decided = (
