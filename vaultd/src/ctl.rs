@@ -1,8 +1,10 @@
 //! `vaultctl`: the user's command line.
 //!
 //! Secrets and passphrases are read from the terminal (no echo), from
-//! `--passphrase-fd N` / `--from-fd N` (opened through `/dev/fd/N`), or from
-//! stdin; never from argv. Every command that changes the vault sends the
+//! `--passphrase-fd N` / `--from-fd N` (the inherited descriptor itself, read
+//! from its current position: a pipe, a socket or a file), or from stdin;
+//! never from argv. From one descriptor, the passphrase (up to its newline)
+//! is read first, then the new passphrase or the secret. Every command that changes the vault sends the
 //! passphrase with the request. Errors are one line on stderr and a non-zero
 //! exit.
 
@@ -29,7 +31,8 @@ use crate::vault::KdfParams;
     propagate_version = true
 )]
 pub struct Cli {
-    /// Read the passphrase from this file descriptor (up to the first newline) instead of the terminal.
+    /// Read the passphrase from this open file descriptor (up to the first newline) instead of the terminal.
+    /// It is read first: the same descriptor can then carry the new passphrase or the secret.
     #[arg(long, global = true, value_name = "N")]
     pub passphrase_fd: Option<u32>,
     /// The command.
@@ -61,7 +64,8 @@ pub enum Command {
     },
     /// Change the passphrase.
     Passwd {
-        /// Read the new passphrase from this file descriptor instead of the terminal.
+        /// Read the new passphrase from this open file descriptor (up to the first newline) instead of the
+        /// terminal; read after --passphrase-fd's, so one descriptor can carry "OLD\nNEW\n".
         #[arg(long, value_name = "N")]
         new_passphrase_fd: Option<u32>,
     },
@@ -88,7 +92,8 @@ pub enum SecretCmd {
     Set {
         /// Secret name.
         name: String,
-        /// Read the value from this file descriptor (all of it; one trailing newline is dropped).
+        /// Read the value from this open file descriptor (all the rest of it; one trailing newline is
+        /// dropped); read after --passphrase-fd's, so one descriptor can carry "PASSPHRASE\nVALUE".
         #[arg(long, value_name = "N", conflicts_with = "from_stdin")]
         from_fd: Option<u32>,
         /// Read the value from stdin (all of it; one trailing newline is dropped).
@@ -190,50 +195,169 @@ pub struct McpConfigArgs {
     pub token_file: Option<PathBuf>,
 }
 
+/// Which passphrase is being read, for the prompt and the errors.
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    /// The vault's passphrase (`--passphrase-fd`).
+    Current,
+    /// `passwd`'s new passphrase (`--new-passphrase-fd`).
+    New,
+}
+
+impl Which {
+    fn what(self) -> &'static str {
+        match self {
+            Which::Current => "the passphrase",
+            Which::New => "the new passphrase",
+        }
+    }
+    fn flag(self) -> &'static str {
+        match self {
+            Which::Current => "--passphrase-fd",
+            Which::New => "--new-passphrase-fd",
+        }
+    }
+}
+
+/// Every descriptor the command line names, with its flag.
+fn named_fds(cli: &Cli) -> Vec<(&'static str, u32)> {
+    let mut v = Vec::new();
+    if let Some(fd) = cli.passphrase_fd {
+        v.push(("--passphrase-fd", fd));
+    }
+    match &cli.command {
+        Command::Passwd {
+            new_passphrase_fd: Some(fd),
+        } => v.push(("--new-passphrase-fd", *fd)),
+        Command::Secret(SecretCmd::Set {
+            from_fd: Some(fd), ..
+        }) => v.push(("--from-fd", *fd)),
+        _ => {}
+    }
+    v
+}
+
+/// Checks, before vaultctl opens any descriptor of its own, that every
+/// descriptor named on the command line is open for reading. Done first so
+/// that a number the shell did not open can never name one of vaultctl's own
+/// sockets later.
+pub fn check_fds(cli: &Cli) -> anyhow::Result<()> {
+    for (flag, fd) in named_fds(cli) {
+        crate::sys::read_fd(fd, &mut []).map_err(|e| fd_error(flag, fd, e))?;
+    }
+    Ok(())
+}
+
+fn fd_error(flag: &str, fd: u32, e: std::io::Error) -> anyhow::Error {
+    if e.raw_os_error() == Some(libc::EBADF) {
+        anyhow!(
+            "{flag} {fd}: file descriptor {fd} is not open for reading: open it in the shell, e.g. `vaultctl {flag} {fd} ... {fd}<FILE`"
+        )
+    } else {
+        anyhow!("{flag} {fd}: cannot read file descriptor {fd}: {e}")
+    }
+}
+
+/// One read(2) from `fd`, waiting when the descriptor is non-blocking.
+fn read_some(flag: &str, fd: u32, buf: &mut [u8]) -> anyhow::Result<usize> {
+    loop {
+        match crate::sys::read_fd(fd, buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(fd_error(flag, fd, e)),
+        }
+    }
+}
+
+/// The longest passphrase line read from a descriptor.
+const MAX_PASSPHRASE: usize = 64 * 1024;
+
 /// Reads a passphrase from `fd` (up to the first newline) or the terminal.
-fn read_passphrase(fd: Option<u32>, prompt: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+///
+/// From a descriptor it reads one byte at a time and stops right after the
+/// first newline, so what follows stays in the descriptor for the next
+/// reader: `--passphrase-fd 3 --new-passphrase-fd 3` with "old\nnew\n", or
+/// `--passphrase-fd 3 secret set NAME --from-fd 3` with "pass\nvalue". The
+/// passphrase is always read first.
+fn read_passphrase(
+    fd: Option<u32>,
+    which: Which,
+    prompt: &str,
+) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let p = match fd {
         Some(fd) => {
-            let mut raw = Zeroizing::new(Vec::new());
-            open_fd(fd)?
-                .read_to_end(&mut raw)
-                .with_context(|| format!("cannot read the passphrase from fd {fd}"))?;
-            let end = raw.iter().position(|b| *b == b'\n').unwrap_or(raw.len());
-            let mut line = Zeroizing::new(raw[..end].to_vec());
+            let mut line = Zeroizing::new(Vec::with_capacity(128));
+            let mut byte = Zeroizing::new([0u8; 1]);
+            let mut eof = false;
+            loop {
+                if read_some(which.flag(), fd, &mut byte[..])? == 0 {
+                    eof = true;
+                    break;
+                }
+                if byte[0] == b'\n' {
+                    break;
+                }
+                if line.len() >= MAX_PASSPHRASE {
+                    bail!(
+                        "{} from fd {fd} is longer than {} KiB without a newline: nothing was done",
+                        which.what(),
+                        MAX_PASSPHRASE / 1024
+                    );
+                }
+                line.push(byte[0]);
+            }
             if line.last() == Some(&b'\r') {
                 line.pop();
+            }
+            if line.is_empty() {
+                let why = if eof {
+                    "was at end of file: empty, or already read up to its end"
+                } else {
+                    "gave an empty line"
+                };
+                bail!(
+                    "{} is empty ({} {fd} {why}): nothing was done",
+                    which.what(),
+                    which.flag()
+                );
             }
             line
         }
         None => {
             if !std::io::stdin().is_terminal() && std::fs::File::open("/dev/tty").is_err() {
-                bail!("no terminal to read the passphrase from: pass --passphrase-fd N");
+                bail!(
+                    "no terminal to read {} from: pass {} N",
+                    which.what(),
+                    which.flag()
+                );
             }
             Zeroizing::new(
                 rpassword::prompt_password(prompt)
-                    .context("cannot read the passphrase from the terminal")?
+                    .with_context(|| format!("cannot read {} from the terminal", which.what()))?
                     .into_bytes(),
             )
         }
     };
     if p.is_empty() {
-        bail!("the passphrase is empty: nothing was done");
+        bail!("{} is empty: nothing was done", which.what());
     }
     Ok(p)
-}
-
-fn open_fd(fd: u32) -> anyhow::Result<std::fs::File> {
-    std::fs::File::open(format!("/dev/fd/{fd}"))
-        .with_context(|| format!("file descriptor {fd} is not open"))
 }
 
 /// Reads a secret value: all bytes, one trailing newline dropped.
 fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let mut v = Zeroizing::new(Vec::new());
     if let Some(fd) = from_fd {
-        open_fd(fd)?
-            .read_to_end(&mut v)
-            .with_context(|| format!("cannot read the secret from fd {fd}"))?;
+        let mut chunk = Zeroizing::new([0u8; 8192]);
+        loop {
+            let n = read_some("--from-fd", fd, &mut chunk[..])?;
+            if n == 0 {
+                break;
+            }
+            v.extend_from_slice(&chunk[..n]);
+        }
     } else if from_stdin {
         std::io::stdin()
             .read_to_end(&mut v)
@@ -303,9 +427,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 .into());
             }
-            let p = read_passphrase(pfd, "New passphrase: ")?;
+            let p = read_passphrase(pfd, Which::Current, "New passphrase: ")?;
             if pfd.is_none() {
-                let again = read_passphrase(None, "Repeat passphrase: ")?;
+                let again = read_passphrase(None, Which::Current, "Repeat passphrase: ")?;
                 if *again != *p {
                     bail!("the passphrases differ: nothing was created");
                 }
@@ -320,7 +444,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Unlock => {
             let mut c = connect().await?;
-            let p = read_passphrase(pfd, "Passphrase: ")?;
+            let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
             c.unlock(UnlockRequest {
                 passphrase: p.to_vec(),
             })
@@ -332,10 +456,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Status { json } => return status(json).await,
         Command::Passwd { new_passphrase_fd } => {
             let mut c = connect().await?;
-            let p = read_passphrase(pfd, "Current passphrase: ")?;
-            let n = read_passphrase(new_passphrase_fd, "New passphrase: ")?;
+            let p = read_passphrase(pfd, Which::Current, "Current passphrase: ")?;
+            let n = read_passphrase(new_passphrase_fd, Which::New, "New passphrase: ")?;
             if new_passphrase_fd.is_none() {
-                let again = read_passphrase(None, "Repeat new passphrase: ")?;
+                let again = read_passphrase(None, Which::New, "Repeat new passphrase: ")?;
                 if *again != *n {
                     bail!("the new passphrases differ: nothing was changed");
                 }
@@ -356,8 +480,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             } => {
                 crate::daemon::check_secret_name(&name)?;
                 let mut c = connect().await?;
+                // The passphrase first: from one descriptor, "PASSPHRASE\nVALUE".
+                let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                 let value = read_value(from_fd, from_stdin)?;
-                let p = read_passphrase(pfd, "Passphrase: ")?;
                 let r = c
                     .set_secret(SetSecretRequest {
                         passphrase: p.to_vec(),
@@ -386,7 +511,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             SecretCmd::Rm { name } => {
                 let mut c = connect().await?;
-                let p = read_passphrase(pfd, "Passphrase: ")?;
+                let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                 c.remove_secret(RemoveSecretRequest {
                     passphrase: p.to_vec(),
                     name: name.clone(),
@@ -417,7 +542,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 token_file,
             } => {
                 let mut c = connect().await?;
-                let p = read_passphrase(pfd, "Passphrase: ")?;
+                let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                 let r = c
                     .add_agent(AddAgentRequest {
                         passphrase: p.to_vec(),
@@ -458,7 +583,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             AgentCmd::Rm { name } => {
                 let mut c = connect().await?;
-                let p = read_passphrase(pfd, "Passphrase: ")?;
+                let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                 let r = c
                     .remove_agent(RemoveAgentRequest {
                         passphrase: p.to_vec(),
@@ -589,7 +714,7 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
         return Ok(1);
     }
     let mut c = connect().await?;
-    let p = read_passphrase(pfd, "Passphrase: ")?;
+    let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
     let r = c
         .apply_policy(ApplyPolicyRequest {
             passphrase: p.to_vec(),

@@ -4,7 +4,8 @@
 //! - secret pages: page-aligned, guarded, mlocked, excluded from core dumps
 //!   (memsec), with the mlock outcome reported instead of ignored;
 //! - a zeroing global allocator, so no freed heap block keeps what it held;
-//! - signals to another process (`vaultctl lock` ending a hung daemon).
+//! - signals to another process (`vaultctl lock` ending a hung daemon);
+//! - reading an inherited descriptor by number (`vaultctl --passphrase-fd N`).
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -116,6 +117,27 @@ pub fn kill_process(pid: u32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Reads from the already-open descriptor `fd` of this process, at its
+/// current position (read(2): pipes, sockets, terminals and files alike; the
+/// descriptor stays open and its offset moves past what was read). Retries on
+/// EINTR. An empty `buf` reads nothing and only checks that `fd` is open for
+/// reading (EBADF otherwise). `vaultctl --passphrase-fd N` / `--from-fd N`.
+pub fn read_fd(fd: u32, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes of writes for the whole
+        // call; the descriptor is a plain integer (a closed one fails with EBADF).
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<libc::c_void>(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Our own uid.

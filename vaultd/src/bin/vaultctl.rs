@@ -8,6 +8,11 @@ static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
 
 fn main() {
     let cli = vaultd::ctl::Cli::parse();
+    // Before the runtime opens descriptors of its own (see check_fds).
+    if let Err(e) = vaultd::ctl::check_fds(&cli) {
+        eprintln!("vaultctl: {e}");
+        std::process::exit(1);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,0 +1,264 @@
+//! vaultctl's command line as a user meets it, on the real binaries
+//! (acceptance audit, area "cli", items 4, 5, 8, 10, 11 and 12).
+//!
+//! - `fd_*`: `--passphrase-fd`, `--new-passphrase-fd` and `--from-fd` read the
+//!   inherited descriptor itself: at its offset, from a socket, and one
+//!   descriptor can carry the passphrase then the new passphrase or the secret.
+
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::os::fd::OwnedFd;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt as _, FdMapping};
+use vaultd_tests::{CmdOutput, PASSPHRASE, TlsKind, Upstream, VaultEnv, assert_no_canary};
+
+// ---------------------------------------------------------------------------
+// Helpers.
+
+/// Runs `vaultctl ARGS` with the given descriptors (files, sockets) as the
+/// child's fds, stdin `/dev/null`; killed after 30 s.
+#[track_caller]
+fn ctl_fds(env: &VaultEnv, args: &[&str], fds: Vec<(i32, OwnedFd)>) -> CmdOutput {
+    let mut cmd = env.command(&env.bins().vaultctl);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mappings = fds
+        .into_iter()
+        .map(|(child_fd, fd)| FdMapping {
+            parent_fd: fd,
+            child_fd,
+        })
+        .collect();
+    cmd.fd_mappings(mappings).expect("distinct child fds");
+    let child = cmd.spawn().expect("spawn vaultctl");
+    drop(cmd);
+    finish(env, args, child)
+}
+
+#[track_caller]
+fn finish(env: &VaultEnv, args: &[&str], mut child: std::process::Child) -> CmdOutput {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status: ExitStatus = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vaultctl {args:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let label = format!("vaultctl (custom fds) {}", args.join(" "));
+    env.record_output(&format!("{label} stdout"), stdout.as_bytes());
+    env.record_output(&format!("{label} stderr"), stderr.as_bytes());
+    CmdOutput {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A file holding `contents`, opened for reading and positioned at `offset`.
+fn file_at(env: &VaultEnv, name: &str, contents: &[u8], offset: u64) -> OwnedFd {
+    let p = env.write_input(name, contents);
+    let mut f = std::fs::File::open(&p).expect("open input");
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    f.into()
+}
+
+/// A vault with a running, unlocked daemon.
+fn unlocked_env() -> (VaultEnv, vaultd_tests::Daemon) {
+    let env = VaultEnv::new();
+    env.init();
+    let d = env.start_daemon();
+    env.unlock();
+    (env, d)
+}
+
+/// `vaultctl unlock` (after a lock) with `passphrase` on fd 3.
+fn unlock_with(env: &VaultEnv, passphrase: &str) -> CmdOutput {
+    env.lock();
+    env.ctl_cmd(&["unlock"]).passphrase(passphrase).run()
+}
+
+// ---------------------------------------------------------------------------
+// Item 4: file descriptors.
+
+/// `passwd --passphrase-fd 3 --new-passphrase-fd 3 3<FILE` with "OLD\nNEW\n",
+/// the file already read past a first line by the parent: vaultctl starts at
+/// the descriptor's offset, takes the old passphrase, then the new one.
+#[test]
+fn fd_passwd_reads_old_then_new_from_one_file_at_its_offset() {
+    let (env, _d) = unlocked_env();
+    let new = "the new passphrase, from the same descriptor";
+    let contents = format!("already consumed by the caller\n{PASSPHRASE}\n{new}\n");
+    let skip = "already consumed by the caller\n".len() as u64;
+    let fd = file_at(&env, "passwd.txt", contents.as_bytes(), skip);
+    let out = ctl_fds(
+        &env,
+        &["--passphrase-fd", "3", "passwd", "--new-passphrase-fd", "3"],
+        vec![(3, fd)],
+    );
+    out.assert_ok();
+    assert!(out.stdout.contains("passphrase changed"), "{out}");
+    // The new passphrase is NEW, not the old one read a second time.
+    let old = unlock_with(&env, PASSPHRASE);
+    old.assert_fail();
+    unlock_with(&env, new).assert_ok();
+
+    // Through a pipe, the same idiom: "NEW\nBACK\n" on one fd 3.
+    let back = "and back again through a pipe";
+    let out = env
+        .ctl_cmd(&["--passphrase-fd", "3", "passwd", "--new-passphrase-fd", "3"])
+        .fd(3, format!("{new}\n{back}\n").as_bytes())
+        .run();
+    out.assert_ok();
+    unlock_with(&env, back).assert_ok();
+
+    // Only one line on the pipe: the error says that the NEW passphrase is missing.
+    let out = env
+        .ctl_cmd(&["--passphrase-fd", "3", "passwd", "--new-passphrase-fd", "3"])
+        .fd(3, format!("{back}\n").as_bytes())
+        .run();
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("the new passphrase is empty")
+            && out.stderr.contains("--new-passphrase-fd 3")
+            && out.stderr.contains("end of file"),
+        "{out}"
+    );
+    // And an empty first line names the passphrase itself.
+    let out = env
+        .ctl_cmd(&["--passphrase-fd", "3", "passwd", "--new-passphrase-fd", "3"])
+        .fd(3, b"\nsomething\n")
+        .run();
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("vaultctl: the passphrase is empty")
+            && out.stderr.contains("--passphrase-fd 3"),
+        "{out}"
+    );
+    unlock_with(&env, back).assert_ok();
+}
+
+/// `--passphrase-fd 4` naming one end of a socketpair (the /dev/fd/N reopen
+/// refused sockets): the passphrase line is read, and vaultctl does not wait
+/// for end of file (the other end stays open).
+#[test]
+fn fd_passphrase_from_a_socket() {
+    let env = VaultEnv::new();
+    env.init();
+    let _d = env.start_daemon();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let mut ours = ours;
+    ours.write_all(format!("{PASSPHRASE}\n").as_bytes())
+        .expect("write passphrase");
+    let out = ctl_fds(
+        &env,
+        &["--passphrase-fd", "4", "unlock"],
+        vec![(4, theirs.into())],
+    );
+    out.assert_ok();
+    assert_eq!(env.status_json()["state"], "unlocked");
+    drop(ours);
+}
+
+/// A descriptor that is not open is named, before anything is sent.
+#[test]
+fn fd_closed_descriptor_is_named() {
+    let env = VaultEnv::new();
+    env.init();
+    let before = std::fs::read(env.vault_path()).unwrap();
+    let out = env
+        .ctl_cmd(&["secret", "set", "x", "--from-fd", "7"])
+        .passphrase(PASSPHRASE)
+        .run();
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("--from-fd 7") && out.stderr.contains("file descriptor 7 is not open"),
+        "{out}"
+    );
+    let out = env.ctl(&["--passphrase-fd", "5", "unlock"]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("file descriptor 5 is not open"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(env.vault_path()).unwrap(), before);
+}
+
+/// `--passphrase-fd 3 secret set tok --from-fd 3` with "PASSPHRASE\nVALUE" on
+/// one pipe: the passphrase is read first, the value is the rest; proven by
+/// the credential the upstream receives.
+#[test]
+fn fd_passphrase_then_secret_on_one_descriptor() {
+    let canary = "CANARY-one-fd-7d1f0e";
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.init();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_daemon();
+    env.unlock();
+    let out = env
+        .ctl_cmd(&[
+            "--passphrase-fd",
+            "3",
+            "secret",
+            "set",
+            "tok",
+            "--from-fd",
+            "3",
+        ])
+        .fd(3, format!("{PASSPHRASE}\n{canary}\n").as_bytes())
+        .run();
+    out.assert_ok();
+    assert!(out.stdout.contains("stored secret tok"), "{out}");
+    env.apply_policy(&vaultd_tests_policy(&env, &up));
+    let token = env.add_agent("a");
+    let got = execute(&env, &token, "/echo");
+    assert_eq!(got.0, 200, "{got:?}");
+    let reqs = up.requests();
+    assert_eq!(
+        reqs.last().and_then(|r| r.header("authorization")),
+        Some(format!("Bearer {canary}").as_str())
+    );
+    assert_no_canary(&env, canary);
+}
+
+fn vaultd_tests_policy(env: &VaultEnv, up: &Upstream) -> String {
+    vaultd_tests::policy::one_service(env, &up.url(), "", "echo", r#"allow = ["GET /**"]"#)
+}
+
+/// One `execute` straight over gRPC: (status, body).
+fn execute(env: &VaultEnv, token: &str, path: &str) -> (u32, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = vault_proto::client::connect(&env.socket_path(), Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let r = c
+            .execute(vault_proto::v1::ExecuteRequest {
+                agent_token: token.to_string(),
+                capability: "echo".to_string(),
+                method: "GET".to_string(),
+                path: path.to_string(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("execute: {:?}: {}", s.code(), s.message()))
+            .into_inner();
+        (r.status, String::from_utf8_lossy(&r.body).into_owned())
+    })
+}
