@@ -77,6 +77,35 @@ pub struct Unlocked {
     pub shared: Arc<Shared>,
 }
 
+impl Unlocked {
+    fn new(
+        header: Header,
+        data_key: SecretBuf,
+        data: VaultData,
+        rt: Runtime,
+        shared: Arc<Shared>,
+    ) -> Unlocked {
+        Unlocked {
+            header,
+            data_key,
+            data,
+            services: rt.services,
+            capabilities: rt.capabilities,
+            agent_hashes: rt.agent_hashes,
+            unlocked_at: Instant::now(),
+            shared,
+        }
+    }
+}
+
+/// The parts of an [`Unlocked`] snapshot built from the vault's contents
+/// (see [`Daemon::runtime`]).
+struct Runtime {
+    services: HashMap<String, Arc<ServiceRuntime>>,
+    capabilities: HashMap<String, CapabilityRuntime>,
+    agent_hashes: Vec<(String, [u8; 32])>,
+}
+
 /// State that outlives snapshot swaps but not a lock.
 pub struct Shared {
     /// The audit writer; reached through [`Shared::audit_log`].
@@ -292,13 +321,13 @@ impl Daemon {
         }
     }
 
-    fn build(
-        &self,
-        header: Header,
-        data_key: SecretBuf,
-        data: VaultData,
-        shared: Arc<Shared>,
-    ) -> Result<Unlocked> {
+    /// What a snapshot of `data` serves: service runtimes (credential on
+    /// locked pages, scrubber, HTTP client with the sealed CA roots), compiled
+    /// rules and token hashes. Building it is the last check of a change: a
+    /// change whose runtime cannot be built (a CA the TLS stack rejects, say)
+    /// is refused before the file is written, so it can never leave a vault
+    /// that fails to unlock.
+    fn runtime(&self, data: &VaultData) -> Result<Runtime> {
         let mut services = HashMap::new();
         for s in &data.policy.services {
             let secret = data.secrets.get(s.auth.secret()).ok_or_else(|| {
@@ -377,15 +406,10 @@ impl Daemon {
                     .map(|h| (name.clone(), h))
             })
             .collect();
-        Ok(Unlocked {
-            header,
-            data_key,
-            data,
+        Ok(Runtime {
             services,
             capabilities,
             agent_hashes,
-            unlocked_at: Instant::now(),
-            shared,
         })
     }
 
@@ -404,7 +428,14 @@ impl Daemon {
             agent_cancel: Mutex::new(HashMap::new()),
             limiter: Limiter::default(),
         });
-        let unlocked = self.build(opened.header, opened.data_key, opened.data, shared.clone())?;
+        let rt = self.runtime(&opened.data)?;
+        let unlocked = Unlocked::new(
+            opened.header,
+            opened.data_key,
+            opened.data,
+            rt,
+            shared.clone(),
+        );
         if let Err(e) = shared.audit(Record {
             kind: "admin".into(),
             event: Some("unlock".into()),
@@ -479,6 +510,7 @@ impl Daemon {
             mut data,
         } = self.open_vault(passphrase).await?;
         let out = change(&mut data, &mut header, &data_key)?;
+        let rt = self.runtime(&data)?;
         data.generation += 1;
         let bytes = vault::seal(&header, &data_key, &data)?;
         let path = self.dirs.vault_file.clone();
@@ -488,7 +520,7 @@ impl Daemon {
         self.highest_generation
             .fetch_max(data.generation, Ordering::SeqCst);
         if let Some(current) = self.unlocked() {
-            let next = self.build(header, data_key, data, current.shared.clone())?;
+            let next = Unlocked::new(header, data_key, data, rt, current.shared.clone());
             *self.state.write().unwrap_or_else(|p| p.into_inner()) =
                 State::Unlocked(Arc::new(next));
             if let Err(e) = current.shared.audit(Record {
@@ -589,7 +621,9 @@ impl Daemon {
         if dry_run {
             let _admin = self.admin.lock().await;
             let mut opened = self.open_vault(passphrase).await?;
-            return apply(&mut opened.data);
+            let counts = apply(&mut opened.data)?;
+            self.runtime(&opened.data)?;
+            return Ok(counts);
         }
         self.change(passphrase, "policy apply".into(), move |data, _, _| {
             apply(data)

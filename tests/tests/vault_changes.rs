@@ -1,0 +1,65 @@
+//! Changes to the vault (DESIGN.md, "Vault file" and "Command line"): a
+//! refused change leaves the file byte-identical and the vault usable.
+
+use vaultd_tests::{VaultEnv, assert_no_canary};
+
+const CANARY: &str = "CANARY-changes-7d20b9e4c1a6";
+
+fn vault_bytes(env: &VaultEnv) -> Vec<u8> {
+    std::fs::read(env.vault_path()).expect("read vault.bin")
+}
+
+/// A `ca_file` that looks like a PEM certificate but is not one: the TLS
+/// stack rejects it when the service's client is built. Such a policy used
+/// to be sealed into the file before that failed, so the next unlock failed
+/// too.
+#[test]
+fn a_policy_whose_ca_the_tls_stack_rejects_changes_nothing() {
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    let bad_ca = env.write_input(
+        "bad-ca.pem",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let policy = format!(
+        r#"
+[[service]]
+name = "up"
+base_url = "https://api.example.com"
+auth = {{ type = "bearer", secret = "tok" }}
+ca_file = "{}"
+"#,
+        bad_ca.display()
+    );
+    let before = vault_bytes(&env);
+    for dry_run in [true, false] {
+        let n = if dry_run { "dry" } else { "real" };
+        let path = env.write_input(&format!("policy-{n}.toml"), policy.as_bytes());
+        let path = path.to_string_lossy().into_owned();
+        let mut args = vec!["policy", "apply"];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        args.push(&path);
+        let out = env.ctl_pass(&args);
+        out.assert_fail();
+        assert!(
+            out.stderr.contains("ca_file"),
+            "the error names the ca_file:\n{out}"
+        );
+        assert_eq!(
+            vault_bytes(&env),
+            before,
+            "a refused apply ({n}) wrote the vault"
+        );
+    }
+    // The vault still unlocks, with its old (empty) policy.
+    env.lock();
+    env.unlock();
+    assert_eq!(env.status_json()["state"], "unlocked");
+    let shown = env.ctl(&["policy", "show"]);
+    shown.assert_ok();
+    assert!(!shown.stdout.contains("[[service]]"), "{shown}");
+    assert_no_canary(&env, CANARY);
+}
