@@ -280,15 +280,80 @@ pub fn ca_files(text: &str) -> Result<Vec<(String, usize)>, Vec<PolicyError>> {
         .collect())
 }
 
+/// Where the policy format is described, in files a user has: appended to
+/// every TOML error (the man page only lists the flags).
+pub const FORMAT_HINT: &str = "the policy format, with an example, is in README.md, \"First use\" \
+     (/usr/share/doc/vaultd/README.md from the package), and `vaultctl policy show` prints \
+     the policy in force in it";
+
 fn syntax(text: &str) -> Result<PolicyFile, Vec<PolicyError>> {
     toml::from_str::<PolicyFile>(text).map_err(|e| {
-        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-        let msg = e.message().trim().to_string();
+        let start = e.span().map(|s| s.start);
+        let line = start.map(|s| line_of(text, s)).unwrap_or(0);
+        let msg = explain_toml_error(text, start, e.message().trim());
         vec![PolicyError {
             line,
-            message: format!("{msg} (see DESIGN.md \"Policy\" for the format: [[service]], [[agent]], [[capability]])"),
+            message: format!("{msg}; {FORMAT_HINT}"),
         }]
     })
+}
+
+/// The key whose value starts at `offset`: the last `KEY =` before it on its line.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (lhs, _) = line.rsplit_once('=')?;
+    let lhs = lhs.trim_end();
+    let start = lhs
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    Some(&lhs[start..]).filter(|k| !k.is_empty())
+}
+
+/// A serde/TOML type error ("invalid type: string \"1MB\", expected i64")
+/// restated as what the field takes, in the words of the policy format.
+fn explain_toml_error(text: &str, offset: Option<usize>, msg: &str) -> String {
+    let Some((found, expected)) = msg
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.split_once(", expected "))
+    else {
+        return msg.to_string();
+    };
+    let key = offset.and_then(|o| key_before(text, o)).unwrap_or("");
+    let takes = match (key, expected) {
+        ("max_response_bytes", _) => {
+            "a whole number of bytes without quotes, like 1048576".to_string()
+        }
+        ("timeout", _) => "a duration in quotes, like \"30s\"".to_string(),
+        ("rate_limit", _) => "a rate in quotes, like \"60/min\"".to_string(),
+        ("allow_private_network" | "requires_reason", _) | (_, "a boolean") => {
+            "true or false, without quotes".to_string()
+        }
+        ("base_url", _) => "a URL in quotes, like \"https://api.github.com\"".to_string(),
+        ("ca_file", _) => "a file path in quotes, like \"/path/ca.pem\"".to_string(),
+        ("auth", _) | (_, "struct AuthIn") => {
+            "a table like { type = \"bearer\", secret = \"github-token\" }".to_string()
+        }
+        ("agents", _) => "a list of agent names, like [\"claude-code\"]".to_string(),
+        ("allow" | "deny", _) => "a list of rules, like [\"GET /repos/**\"]".to_string(),
+        ("service" | "agent" | "capability", "a sequence") => {
+            format!("written as [[{key}]] tables, not {key} = ...")
+        }
+        ("type", _) => "one of \"bearer\", \"basic\", \"header\", \"query\"".to_string(),
+        (_, "a string") => "text in quotes".to_string(),
+        (_, "a sequence") => "a list like [\"...\"]".to_string(),
+        (_, e) if e.starts_with("struct ") => "a table".to_string(),
+        (_, e) if e.starts_with('i') || e.starts_with('u') => {
+            "a whole number without quotes".to_string()
+        }
+        (_, e) => e.to_string(),
+    };
+    let found = found.replace('`', "");
+    if key.is_empty() {
+        format!("this value must be {takes} (found {found})")
+    } else {
+        format!("{key} must be {takes} (found {found})")
+    }
 }
 
 fn check_name(kind: &str, name: &str) -> Result<(), String> {
@@ -307,22 +372,79 @@ fn check_name(kind: &str, name: &str) -> Result<(), String> {
 }
 
 /// Checks a service base URL and returns its normalized form.
+///
+/// The URL parser repairs what it reads (`/a/../b` becomes `/b`, `%2e%2e`
+/// too, `\\` becomes `/`, tabs and newlines vanish), so the raw text is
+/// checked first: a base URL that does not mean what it says is refused, the
+/// same way rule paths are, never rewritten.
 pub fn normalize_base_url(raw: &str) -> Result<String, String> {
     let url =
         url::Url::parse(raw).map_err(|e| format!("base_url {raw:?} is not a valid URL ({e})"))?;
     if url.scheme() != "https" {
         return Err(format!("base_url {raw:?} must use https://"));
     }
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "base_url {raw:?} contains spaces or control characters: remove them (write a space in a path as %20)"
+        ));
+    }
+    let Some(rest) = raw
+        .get(..8)
+        .filter(|p| p.eq_ignore_ascii_case("https://"))
+        .map(|_| &raw[8..])
+        .filter(|rest| !rest.starts_with('/'))
+    else {
+        return Err(format!(
+            "base_url {raw:?} must start with https:// followed by the host, like \"https://api.example.com\""
+        ));
+    };
+    if rest.contains('\\') {
+        return Err(format!(
+            "base_url {raw:?} contains a backslash: use / between path segments"
+        ));
+    }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "base_url {raw:?} must not contain user:password@; use auth instead"
         ));
     }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("base_url {raw:?} must not contain ? or #"));
+    if rest.contains('?') || rest.contains('#') {
+        return Err(format!(
+            "base_url {raw:?} must not contain ? or #: write only https://host[:port][/path]; \
+             query parameters belong in each call (or in auth type \"query\" for a key)"
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!("base_url {raw:?} has no host"));
+    }
+    // The path as written: from the first / after the host, one trailing / dropped.
+    let raw_path = rest.find('/').map_or("", |i| &rest[i..]);
+    let trimmed = raw_path.strip_suffix('/').unwrap_or(raw_path);
+    if !trimmed.is_empty() {
+        let segments: Vec<&str> = trimmed.split('/').skip(1).collect();
+        let is_dot = |seg: &str| {
+            let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+            decoded == "." || decoded == ".."
+        };
+        if segments.iter().any(|seg| is_dot(seg)) {
+            let mut meant = format!("https://{}", url.host_str().unwrap_or_default());
+            if let Some(port) = url.port() {
+                let _ = write!(meant, ":{port}");
+            }
+            meant.push_str(url.path().trim_end_matches('/'));
+            return Err(format!(
+                "base_url {raw:?} has a \".\" or \"..\" path segment (also refused percent-encoded, \
+                 as %2e): write the path it leads to, e.g. {meant:?}"
+            ));
+        }
+        if segments.iter().any(|seg| seg.is_empty()) {
+            let joined: Vec<&str> = segments.into_iter().filter(|s| !s.is_empty()).collect();
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            return Err(format!(
+                "base_url {raw:?} has an empty path segment (//): write {:?}",
+                format!("https://{}/{}", &rest[..host_end], joined.join("/"))
+            ));
+        }
     }
     let path = url.path().trim_end_matches('/');
     if path.contains("//") || path.split('/').any(|s| s == "." || s == "..") {
@@ -334,6 +456,64 @@ pub fn normalize_base_url(raw: &str) -> Result<String, String> {
     }
     base.push_str(path);
     Ok(base)
+}
+
+/// Why a header auth may not use this header name, if it may not.
+fn check_auth_header_name(name: &str) -> Result<(), String> {
+    // The parser vaultd builds the header with (src/proxy/mod.rs): RFC 9110 token characters.
+    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(format!(
+            "auth header name {name:?} is not a valid header name: use letters, digits and - \
+             (like \"X-Api-Key\"), no spaces, colons or quotes"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    let why = match lower.as_str() {
+        "host" => "the host comes from base_url",
+        "content-length" | "transfer-encoding" | "expect" => {
+            "vaultd frames each request itself, and a second framing header can split one request in two"
+        }
+        "connection" | "keep-alive" | "te" | "trailer" | "upgrade" | "http2-settings" => {
+            "hop-by-hop headers are consumed by the connection and never reach the API"
+        }
+        "cookie" | "cookie2" => {
+            "vaultd keeps no cookie state and sends no cookies, so a credential in a cookie is not supported"
+        }
+        "accept-encoding" => "vaultd controls compression so that it can scrub responses",
+        _ if lower.starts_with("proxy-") => {
+            "Proxy-* headers are meant for a proxy, not for the API"
+        }
+        _ => return Ok(()),
+    };
+    Err(format!(
+        "auth header name {name:?} cannot carry a credential ({why}): use the header the API \
+         documents for its key (like X-Api-Key or Authorization)"
+    ))
+}
+
+/// Checks a `ca_file` PEM with the code vaultd builds the service's HTTP
+/// client with ([`build_client`](crate::proxy::upstream::build_client)), so
+/// that a certificate the client would reject at unlock is refused here.
+fn check_ca_pem(service: &str, pem: &str) -> Result<(), String> {
+    let probe = Service {
+        name: service.to_string(),
+        base_url: String::new(),
+        auth: Auth::Bearer {
+            secret: String::new(),
+        },
+        timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        ca_file: None,
+        ca_pem: Some(pem.to_string()),
+        allow_private_network: false,
+    };
+    crate::proxy::upstream::build_client(&probe, &rustls::RootCertStore::empty())
+        .map(drop)
+        .map_err(|e| {
+            let e = e.to_string();
+            let prefix = format!("service {service}: ");
+            e.strip_prefix(&prefix).unwrap_or(&e).to_string()
+        })
 }
 
 /// Parses and validates a whole policy file against `ctx`.
@@ -412,6 +592,50 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
                 "unknown auth type {other:?}: use bearer, basic, header or query"
             )),
         };
+        if let Ok(auth) = &auth {
+            let (kind, takes, example) = match auth {
+                Auth::Bearer { .. } => (
+                    "bearer",
+                    &["secret"][..],
+                    "{ type = \"bearer\", secret = \"NAME\" }",
+                ),
+                Auth::Basic { .. } => (
+                    "basic",
+                    &["username", "secret"][..],
+                    "{ type = \"basic\", username = \"USER\", secret = \"NAME\" }",
+                ),
+                Auth::Header { .. } => (
+                    "header",
+                    &["name", "secret", "prefix"][..],
+                    "{ type = \"header\", name = \"X-Api-Key\", secret = \"NAME\", prefix = \"\" }",
+                ),
+                Auth::Query { .. } => (
+                    "query",
+                    &["name", "secret"][..],
+                    "{ type = \"query\", name = \"api_key\", secret = \"NAME\" }",
+                ),
+            };
+            let given = [
+                ("username", a.username.is_some()),
+                ("name", a.name.is_some()),
+                ("prefix", a.prefix.is_some()),
+            ];
+            let extra: Vec<&str> = given
+                .iter()
+                .filter(|(k, set)| *set && !takes.contains(k))
+                .map(|(k, _)| *k)
+                .collect();
+            if !extra.is_empty() {
+                err(
+                    auth_at,
+                    format!(
+                        "auth type {kind:?} does not use {}: remove it (this type is written {example}; \
+                         bearer, basic, header and query each take different keys)",
+                        extra.join(" or ")
+                    ),
+                );
+            }
+        }
         let auth = match auth {
             Ok(auth) => {
                 let secret = auth.secret();
@@ -436,15 +660,8 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
                 }
                 match &auth {
                     Auth::Header { name, prefix, .. } => {
-                        if name.is_empty()
-                            || !name
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                        {
-                            err(
-                                auth_at,
-                                format!("auth header name {name:?} is not a valid header name"),
-                            );
+                        if let Err(m) = check_auth_header_name(name) {
+                            err(auth_at, m);
                         }
                         if prefix.bytes().any(|b| b.is_ascii_control()) {
                             err(
@@ -518,12 +735,32 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
             None => (None, None),
             Some(c) => match ctx.ca_files.get(c.get_ref()) {
                 Some(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {
-                    (Some(c.get_ref().clone()), Some(pem.clone()))
+                    match check_ca_pem(&name, pem) {
+                        Ok(()) => (Some(c.get_ref().clone()), Some(pem.clone())),
+                        Err(why) => {
+                            err(
+                                c.span().start,
+                                format!(
+                                    "ca_file {:?} cannot be used as a CA certificate ({why}): \
+                                     put the PEM of the CA that signed the service's certificate in it \
+                                     (\"-----BEGIN CERTIFICATE-----\" blocks holding base64 DER, as \
+                                     `openssl x509 -in ca.crt -outform PEM` writes them), \
+                                     or remove ca_file to trust only the system roots",
+                                    c.get_ref()
+                                ),
+                            );
+                            (None, None)
+                        }
+                    }
                 }
                 Some(_) => {
                     err(
                         c.span().start,
-                        format!("ca_file {:?} holds no PEM certificate", c.get_ref()),
+                        format!(
+                            "ca_file {:?} holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" line): \
+                             point it at the CA's certificate in PEM form, or remove ca_file",
+                            c.get_ref()
+                        ),
                     );
                     (None, None)
                 }
@@ -823,6 +1060,185 @@ rate_limit = "ten/min"
         assert!(RateLimit::parse("5/fortnight").is_err());
     }
 
+    /// A one-service policy with `auth` and optional extra service lines.
+    fn one_service(auth: &str, extra: &str) -> String {
+        format!(
+            "[[service]]\nname = \"s\"\nbase_url = \"https://h.example\"\nauth = {auth}\n{extra}\n"
+        )
+    }
+
+    fn errors_of(text: &str, cas: &HashMap<String, String>) -> String {
+        format_errors("p.toml", &parse(text, &ctx(cas)).unwrap_err())
+    }
+
+    #[test]
+    fn ca_file_must_be_a_certificate_vaultd_can_use() {
+        let real = rcgen::generate_simple_self_signed(vec!["h.example".to_string()])
+            .unwrap()
+            .cert
+            .pem();
+        let cas: HashMap<String, String> = [
+            ("good.pem", real.as_str()),
+            (
+                "bad.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+            ("text.pem", "hello"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let bearer = r#"{ type = "bearer", secret = "github-token" }"#;
+        let ok = parse(&one_service(bearer, "ca_file = \"good.pem\""), &ctx(&cas)).unwrap();
+        assert_eq!(ok.policy.services[0].ca_pem.as_deref(), Some(real.as_str()));
+        // The client vaultd builds at unlock accepts what validation accepted.
+        crate::proxy::upstream::build_client(
+            &ok.policy.services[0],
+            &rustls::RootCertStore::empty(),
+        )
+        .unwrap();
+
+        let text = errors_of(&one_service(bearer, "ca_file = \"bad.pem\""), &cas);
+        assert!(
+            text.starts_with("p.toml:5: ca_file \"bad.pem\" cannot be used as a CA certificate")
+                && text.contains("BadEncoding")
+                && text.contains("or remove ca_file"),
+            "{text}"
+        );
+        let text = errors_of(&one_service(bearer, "ca_file = \"text.pem\""), &cas);
+        assert!(
+            text.starts_with("p.toml:5: ca_file \"text.pem\" holds no PEM certificate"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn auth_keys_must_belong_to_the_type() {
+        let cas = HashMap::new();
+        for (auth, extra) in [
+            (
+                r#"{ type = "bearer", secret = "github-token", username = "u" }"#,
+                "username",
+            ),
+            (
+                r#"{ type = "bearer", secret = "github-token", name = "X-K" }"#,
+                "name",
+            ),
+            (
+                r#"{ type = "basic", secret = "github-token", username = "u", prefix = "p" }"#,
+                "prefix",
+            ),
+            (
+                r#"{ type = "query", secret = "github-token", name = "k", prefix = "p" }"#,
+                "prefix",
+            ),
+            (
+                r#"{ type = "header", secret = "github-token", name = "X-K", username = "u" }"#,
+                "username",
+            ),
+        ] {
+            let text = errors_of(&one_service(auth, ""), &cas);
+            assert!(
+                text.starts_with("p.toml:4: auth type")
+                    && text.contains(&format!("does not use {extra}: remove it")),
+                "{auth}: {text}"
+            );
+        }
+        for ok in [
+            r#"{ type = "bearer", secret = "github-token" }"#,
+            r#"{ type = "basic", secret = "github-token", username = "u" }"#,
+            r#"{ type = "header", secret = "github-token", name = "X-Api-Key", prefix = "Key " }"#,
+            r#"{ type = "query", secret = "github-token", name = "api_key" }"#,
+        ] {
+            parse(&one_service(ok, ""), &ctx(&cas)).unwrap();
+        }
+    }
+
+    #[test]
+    fn auth_header_names_that_cannot_carry_a_credential() {
+        let cas = HashMap::new();
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "Connection",
+            "Keep-Alive",
+            "TE",
+            "Upgrade",
+            "Trailer",
+            "Cookie",
+            "Expect",
+            "Proxy-Authorization",
+            "proxy-connection",
+            "Accept-Encoding",
+        ] {
+            let auth =
+                format!(r#"{{ type = "header", name = "{name}", secret = "github-token" }}"#);
+            let text = errors_of(&one_service(&auth, ""), &cas);
+            assert!(
+                text.starts_with(&format!(
+                    "p.toml:4: auth header name {name:?} cannot carry a credential"
+                )),
+                "{name}: {text}"
+            );
+        }
+        for name in ["X Api", "X-Api:", "", "X-Ápi", "\\u0001"] {
+            let auth =
+                format!(r#"{{ type = "header", name = "{name}", secret = "github-token" }}"#);
+            let text = errors_of(&one_service(&auth, ""), &cas);
+            assert!(
+                text.contains("is not a valid header name"),
+                "{name:?}: {text}"
+            );
+        }
+        for name in ["Authorization", "X-Api-Key", "PRIVATE-TOKEN", "x_key"] {
+            let auth = format!(
+                r#"{{ type = "header", name = "{name}", secret = "github-token", prefix = "Token " }}"#
+            );
+            parse(&one_service(&auth, ""), &ctx(&cas)).unwrap();
+        }
+    }
+
+    #[test]
+    fn type_errors_say_what_the_field_takes() {
+        let cas = HashMap::new();
+        let bearer = r#"{ type = "bearer", secret = "github-token" }"#;
+        for (extra, needle) in [
+            (
+                "max_response_bytes = \"1MB\"",
+                "p.toml:5: max_response_bytes must be a whole number of bytes without quotes, like 1048576 (found string \"1MB\")",
+            ),
+            (
+                "timeout = 30",
+                "p.toml:5: timeout must be a duration in quotes, like \"30s\"",
+            ),
+            (
+                "allow_private_network = \"yes\"",
+                "p.toml:5: allow_private_network must be true or false, without quotes",
+            ),
+        ] {
+            let text = errors_of(&one_service(bearer, extra), &cas);
+            assert!(text.starts_with(needle), "{extra}: {text}");
+            assert!(
+                text.contains("README.md") && !text.contains("DESIGN") && !text.contains("i64"),
+                "{text}"
+            );
+        }
+        let text = errors_of(
+            "[[capability]]\nname = \"c\"\nservice = \"s\"\nagents = [\"a\", 7]\n",
+            &cas,
+        );
+        assert!(
+            text.starts_with("p.toml:4: agents must be a list of agent names, like [\"claude-code\"] (found integer 7)"),
+            "{text}"
+        );
+        let text = errors_of(&one_service(r#""github-token""#, ""), &cas);
+        assert!(
+            text.starts_with("p.toml:4: auth must be a table like {"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn base_urls() {
         assert_eq!(
@@ -832,5 +1248,35 @@ rate_limit = "ten/min"
         assert!(normalize_base_url("https://u:p@h.example").is_err());
         assert!(normalize_base_url("https://h.example/?q=1").is_err());
         assert!(normalize_base_url("ftp://h.example").is_err());
+        assert_eq!(
+            normalize_base_url("HTTPS://H.example:443/v1").unwrap(),
+            "https://h.example/v1"
+        );
+        // The URL parser would repair these; they are refused with what to write.
+        for (raw, needle) in [
+            (
+                "https://h/a/../b/%2e%2e/c",
+                "write the path it leads to, e.g. \"https://h/c\"",
+            ),
+            ("https://h/a/./b", "e.g. \"https://h/a/b\""),
+            ("https://h/a/%2E", "\"..\" path segment"),
+            ("https://h/a/.%2e/b", "\"..\" path segment"),
+            (
+                "https://h/a//b",
+                "empty path segment (//): write \"https://h/a/b\"",
+            ),
+            ("https://h//", "empty path segment"),
+            ("https://h/a?", "must not contain ? or #"),
+            ("https://h/a#", "must not contain ? or #"),
+            ("https://h/a\\b", "backslash"),
+            ("https://h/a\tb", "control characters"),
+            ("https://h/a b", "spaces"),
+            (" https://h/a", "spaces"),
+            ("https:/h/a", "must start with https://"),
+            ("https:///h/a", "must start with https://"),
+        ] {
+            let e = normalize_base_url(raw).unwrap_err();
+            assert!(e.contains(needle), "{raw:?}: {e}");
+        }
     }
 }
