@@ -52,30 +52,114 @@ impl Default for Config {
     }
 }
 
+/// The levels `log` may name (alone, or after `TARGET=`).
+pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 impl Config {
-    /// Reads `path`; a missing file means all defaults.
+    /// Reads `path`; a missing file means all defaults (the default location,
+    /// where the file is optional).
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
-            Err(e) => return Err(Error::io("read config", path, e)),
-        };
-        let config: Config = toml::from_str(&text).map_err(|e| {
-            Error::Config(format!(
-                "{}: {}; fix the file or remove it to use defaults",
-                path.display(),
+        match read(path)? {
+            Some(text) => Config::parse(path, &text),
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Reads `path`, which must exist: the file named by `vaultd --config`.
+    pub fn load_required(path: &Path) -> Result<Config, Error> {
+        match read(path)? {
+            Some(text) => Config::parse(path, &text),
+            None => Err(Error::Config(format!(
+                "config file {} does not exist: create it (every setting is optional, so an \
+                 empty file means the defaults) or drop --config to use the default location",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Parses and checks the text of `path`.
+    fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+        let bad = |what: String| Error::Config(format!("{}: {what}", path.display()));
+        let config: Config = toml::from_str(text).map_err(|e| {
+            bad(format!(
+                "{}; fix the file or remove it to use defaults",
                 e.to_string().trim()
             ))
         })?;
         if config.worker_threads > MAX_WORKER_THREADS {
-            return Err(Error::Config(format!(
-                "{}: worker_threads = {} is more than {MAX_WORKER_THREADS}; set 1 (the default) or 0 for one per CPU",
-                path.display(),
+            return Err(bad(format!(
+                "worker_threads = {} is more than {MAX_WORKER_THREADS}; set 1 (the default) or 0 for one per CPU",
                 config.worker_threads
             )));
         }
+        if config.upstream_ports.contains(&0) {
+            return Err(bad(format!(
+                "upstream_ports = {:?} contains 0, which no connection can use: list the TCP \
+                 ports of your services' base URLs, like [443] (the default) or [443, 8443]",
+                config.upstream_ports
+            )));
+        }
+        check_log(&config.log).map_err(bad)?;
         Ok(config)
     }
+}
+
+/// The file's text, or None when it does not exist.
+fn read(path: &Path) -> Result<Option<String>, Error> {
+    if path.is_dir() {
+        return Err(Error::Config(format!(
+            "config file {} is a directory: name a vaultd.toml file (or none, for the default location)",
+            path.display()
+        )));
+    }
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        // One message (an Io error would print its OS error twice through anyhow).
+        Err(e) => Err(Error::Config(format!(
+            "cannot read config file {}: {e}; make it readable by this user, or remove it to use defaults",
+            path.display()
+        ))),
+    }
+}
+
+/// Checks `log` with the parser vaultd's logger uses (`EnvFilter`), and
+/// refuses what that parser would accept but silence everything with: a bare
+/// word that is not a level ("loud") is read as a module name to trace, which
+/// turns every other log line off.
+fn check_log(log: &str) -> Result<(), String> {
+    let usage = || {
+        format!(
+            "use a level ({}) or TARGET=LEVEL filters separated by commas, like \"info\" or \"info,vaultd=debug\"",
+            LOG_LEVELS.join(", ")
+        )
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(log) {
+        return Err(format!(
+            "log = {log:?} is not a log filter ({e}): {}",
+            usage()
+        ));
+    }
+    let directives: Vec<&str> = log
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(format!("log = {log:?} is empty: {}", usage()));
+    }
+    for d in directives {
+        let level = LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d))
+            || matches!(d, "0" | "1" | "2" | "3" | "4" | "5");
+        if !d.contains('=') && !level {
+            return Err(format!(
+                "log = {log:?}: {d:?} is not a level (as written it would log only the module {d:?} \
+                 and silence everything else): {}",
+                usage()
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -108,5 +192,88 @@ mod tests {
         std::fs::write(&path, "worker_thread = 2\n").unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn log_must_be_a_level_or_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vaultd.toml");
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,vaultd=debug",
+            "info,vaultd::proxy=trace",
+            "2",
+        ] {
+            std::fs::write(&path, format!("log = {ok:?}\n")).unwrap();
+            assert_eq!(Config::load(&path).unwrap().log, ok);
+        }
+        for (bad, needle) in [
+            ("loud", "\"loud\" is not a level"),
+            ("info,loud", "\"loud\" is not a level"),
+            ("vaultd=loud", "is not a log filter"),
+            ("", "is empty"),
+            (" , ", "is not a log filter"),
+        ] {
+            std::fs::write(&path, format!("log = {bad:?}\n")).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&path.display().to_string())
+                    && e.contains(needle)
+                    && e.contains("off, error, warn, info, debug, trace"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_ports_refuse_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vaultd.toml");
+        std::fs::write(&path, "upstream_ports = [443, 0]\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&path.display().to_string())
+                && e.contains("contains 0")
+                && e.contains("[443]"),
+            "{e}"
+        );
+        std::fs::write(&path, "upstream_ports = [443, 8443, 443]\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().upstream_ports,
+            vec![443, 8443, 443]
+        );
+    }
+
+    #[test]
+    fn required_file_missing_or_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such.toml");
+        // The default location may be missing: defaults.
+        assert_eq!(Config::load(&missing).unwrap().upstream_ports, vec![443]);
+        // A file named with --config must exist.
+        let e = Config::load_required(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains(&missing.display().to_string())
+                && e.contains("does not exist")
+                && e.contains("create it")
+                && e.contains("drop --config"),
+            "{e}"
+        );
+        std::fs::write(&missing, "").unwrap();
+        assert_eq!(Config::load_required(&missing).unwrap().worker_threads, 1);
+        // A directory: one message, no OS error repeated.
+        for e in [
+            Config::load(dir.path()).unwrap_err().to_string(),
+            Config::load_required(dir.path()).unwrap_err().to_string(),
+        ] {
+            assert!(
+                e.contains(&dir.path().display().to_string())
+                    && e.contains("is a directory: name a vaultd.toml file")
+                    && !e.contains("os error"),
+                "{e}"
+            );
+        }
     }
 }
