@@ -179,6 +179,60 @@ pub fn bad_arguments(tool: &str, error: impl fmt::Display) -> Refusal {
     )
 }
 
+/// An `execute` argument of the wrong JSON type: names the field, what it
+/// must be, and what was given (its JSON type, never its value).
+pub fn bad_argument_type(
+    tool: &str,
+    field: &str,
+    expected: &str,
+    got: &serde_json::Value,
+) -> Refusal {
+    Refusal::new(
+        BAD_REQUEST,
+        format_args!(
+            "{tool} argument \"{field}\" must be {expected}, got {}",
+            json_type(got)
+        ),
+    )
+}
+
+/// One value of a `query` or `headers` object that is not a string.
+pub fn bad_map_value(tool: &str, field: &str, key: &str, got: &serde_json::Value) -> Refusal {
+    let hint = match got {
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+            "; write numbers and booleans as strings, e.g. \"5\""
+        }
+        _ => "",
+    };
+    Refusal::new(
+        BAD_REQUEST,
+        format_args!(
+            "{tool} argument \"{field}\" must map names to strings, but the value of {key:?} is {}{hint}",
+            json_type(got)
+        ),
+    )
+}
+
+/// A required argument that is absent (or null).
+pub fn missing_argument(tool: &str, field: &str, expected: &str) -> Refusal {
+    Refusal::new(
+        BAD_REQUEST,
+        format_args!("{tool} argument \"{field}\" is required: {expected}"),
+    )
+}
+
+/// "an object", "a number"...: how a JSON value's type is named in messages.
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// A request body over [`MAX_REQUEST_BODY`].
 pub fn body_too_large(len: usize) -> Refusal {
     Refusal::new(
@@ -579,6 +633,9 @@ mod tests {
             deadline(Path::new("/s"), Duration::from_secs(10), false),
             daemon_error(tonic::Code::Internal, "x"),
             bad_arguments("execute", "missing field `path`"),
+            bad_argument_type("execute", "body", "a string", &serde_json::json!({})),
+            bad_map_value("execute", "query", "page", &serde_json::json!(2)),
+            missing_argument("execute", "path", "a string"),
             body_too_large(MAX_REQUEST_BODY + 1),
         ];
         for r in all {

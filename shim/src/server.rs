@@ -150,8 +150,7 @@ impl VaultMcp {
     }
 
     async fn execute(&self, arguments: JsonObject) -> Result<CallToolResult, Refusal> {
-        let args: ExecuteArgs = serde_json::from_value(serde_json::Value::Object(arguments))
-            .map_err(|e| render::bad_arguments("execute", e))?;
+        let args = execute_args(arguments)?;
         let body = args.body.unwrap_or_default();
         if body.len() > render::MAX_REQUEST_BODY {
             return Err(render::body_too_large(body.len()));
@@ -175,6 +174,79 @@ impl VaultMcp {
         let text = serde_json::to_string(&Executed::from(reply)).unwrap_or_default();
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
+}
+
+/// The string arguments of `execute`: name, required, and what refusals say it must be.
+const STRING_ARGS: [(&str, bool, &str); 5] = [
+    (
+        "capability",
+        true,
+        "a string (a capability name from `list_services`)",
+    ),
+    (
+        "method",
+        true,
+        "a string (an HTTP method such as \"GET\" or \"POST\")",
+    ),
+    (
+        "path",
+        true,
+        "a string (the path relative to the capability's base URL, starting with \"/\")",
+    ),
+    (
+        "body",
+        false,
+        "a string (the request body as UTF-8 text; JSON-encode an object first)",
+    ),
+    (
+        "reason",
+        false,
+        "a string (one short sentence saying why you make this call)",
+    ),
+];
+
+/// The name-to-value arguments of `execute`.
+const MAP_ARGS: [&str; 2] = ["query", "headers"];
+const MAP_EXPECTED: &str = "an object mapping names to string values, e.g. {\"page\": \"2\"}";
+
+/// `execute`'s arguments, or a `bad_request` naming the argument that is
+/// missing or of the wrong type and what it must be (serde's own message,
+/// `invalid type: map, expected a string`, names neither).
+fn execute_args(arguments: JsonObject) -> Result<ExecuteArgs, Refusal> {
+    use serde_json::Value;
+    for (field, required, expected) in STRING_ARGS {
+        match arguments.get(field) {
+            Some(Value::String(_)) => {}
+            None | Some(Value::Null) if required => {
+                return Err(render::missing_argument("execute", field, expected));
+            }
+            None | Some(Value::Null) => {}
+            Some(other) => {
+                return Err(render::bad_argument_type("execute", field, expected, other));
+            }
+        }
+    }
+    for field in MAP_ARGS {
+        match arguments.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                if let Some((key, value)) = map.iter().find(|(_, v)| !v.is_string()) {
+                    return Err(render::bad_map_value("execute", field, key, value));
+                }
+            }
+            Some(other) => {
+                return Err(render::bad_argument_type(
+                    "execute",
+                    field,
+                    MAP_EXPECTED,
+                    other,
+                ));
+            }
+        }
+    }
+    // What is left for serde: unknown fields.
+    serde_json::from_value(Value::Object(arguments))
+        .map_err(|e| render::bad_arguments("execute", e))
 }
 
 fn pairs(map: Option<BTreeMap<String, String>>) -> Vec<Header> {
@@ -387,6 +459,75 @@ mod tests {
                 .to_string()
                 .contains("missing field `path`")
         );
+    }
+
+    fn refusal(args: Value) -> String {
+        let Value::Object(map) = args else {
+            panic!("not an object")
+        };
+        execute_args(map).unwrap_err().text().to_owned()
+    }
+
+    #[test]
+    fn execute_type_errors_name_the_argument_and_its_type() {
+        let base = json!({"capability": "gh", "method": "GET", "path": "/x"});
+        let with = |field: &str, value: Value| {
+            let mut v = base.clone();
+            v[field] = value;
+            refusal(v)
+        };
+        assert_eq!(
+            with("body", json!({"a": 1})),
+            "bad_request: execute argument \"body\" must be a string (the request body as UTF-8 text; \
+             JSON-encode an object first), got an object"
+        );
+        for (field, value, got) in [
+            ("capability", json!(5), "a number"),
+            ("method", json!(["GET"]), "an array"),
+            ("path", json!(123), "a number"),
+            ("reason", json!(5), "a number"),
+            ("body", json!(true), "a boolean"),
+        ] {
+            let r = with(field, value);
+            assert!(
+                r.starts_with(&format!(
+                    "bad_request: execute argument \"{field}\" must be a string ("
+                )) && r.ends_with(&format!("), got {got}")),
+                "{r}"
+            );
+        }
+        for field in ["query", "headers"] {
+            let r = with(field, json!("Accept: x"));
+            assert!(
+                r.starts_with(&format!(
+                    "bad_request: execute argument \"{field}\" must be an object mapping names to string values"
+                )) && r.ends_with("got a string"),
+                "{r}"
+            );
+            let r = with(field, json!({"ok": "1", "Accept": 5}));
+            assert_eq!(
+                r,
+                format!(
+                    "bad_request: execute argument \"{field}\" must map names to strings, but the value of \
+                     \"Accept\" is a number; write numbers and booleans as strings, e.g. \"5\""
+                )
+            );
+        }
+        let r = refusal(json!({"capability": "gh", "method": "GET", "path": null}));
+        assert!(
+            r.starts_with("bad_request: execute argument \"path\" is required: a string"),
+            "{r}"
+        );
+        // Unknown fields are still named by serde.
+        let r = refusal(json!({"capability": "gh", "method": "GET", "path": "/x", "url": "u"}));
+        assert!(r.contains("unknown field `url`"), "{r}");
+        // Well-typed arguments pass, nulls included.
+        let Value::Object(ok) = json!({"capability": "gh", "method": "GET", "path": "/x",
+            "query": {"a": "1"}, "headers": null, "body": null, "reason": "r"})
+        else {
+            unreachable!()
+        };
+        assert!(execute_args(ok).is_ok());
     }
 
     #[test]
