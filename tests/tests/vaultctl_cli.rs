@@ -262,3 +262,60 @@ fn execute(env: &VaultEnv, token: &str, path: &str) -> (u32, String) {
         (r.status, String::from_utf8_lossy(&r.body).into_owned())
     })
 }
+
+// ---------------------------------------------------------------------------
+// Item 5: `agent add --token-file`.
+
+/// A token file that cannot be written creates no agent (checked before the
+/// RPC); a refused `agent add` leaves an existing token file as it was and
+/// removes one it created.
+#[test]
+fn token_file_is_checked_before_the_agent_is_created() {
+    let (env, _d) = unlocked_env();
+    let dir = env.root().join("tokens");
+    std::fs::create_dir_all(&dir).unwrap();
+    let vault_before = std::fs::read(env.vault_path()).unwrap();
+    let out = env.ctl_pass(&["agent", "add", "a", "--token-file", &dir.to_string_lossy()]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("is a directory") && out.stderr.contains("nothing was created"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(env.vault_path()).unwrap(), vault_before);
+    let list = env.ctl(&["agent", "list"]);
+    list.assert_ok();
+    assert!(!list.stdout.contains('a'), "agent a was created:\n{list}");
+
+    // A good path: 0600, the token, and the agent works.
+    let file = dir.join("a.token");
+    let out = env.ctl_pass(&["agent", "add", "a", "--token-file", &file.to_string_lossy()]);
+    out.assert_ok();
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(token.trim().len() >= 20, "{token:?}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // A second add is refused by the daemon: the existing file keeps its token,
+    // and a new file named for it is not left behind.
+    let out = env.ctl_pass(&["agent", "add", "a", "--token-file", &file.to_string_lossy()]);
+    out.assert_fail();
+    assert!(out.stderr.contains("already has a token"), "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), token);
+    let other = dir.join("other.token");
+    let out = env.ctl_pass(&[
+        "agent",
+        "add",
+        "a",
+        "--token-file",
+        &other.to_string_lossy(),
+    ]);
+    out.assert_fail();
+    assert!(
+        !other.exists(),
+        "a refused agent add left {}",
+        other.display()
+    );
+}

@@ -541,19 +541,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 json,
                 token_file,
             } => {
+                // The file is opened (created 0600) before the agent exists, so a
+                // path that cannot be written creates nothing.
+                let mut out_file = token_file.as_deref().map(TokenFile::open).transpose()?;
                 let mut c = connect().await?;
                 let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                 let r = c
                     .add_agent(AddAgentRequest {
                         passphrase: p.to_vec(),
-                        name,
+                        name: name.clone(),
                     })
                     .await
-                    .map_err(rpc)?
-                    .into_inner();
-                if let Some(f) = token_file {
-                    write_private(&f, format!("{}\n", r.token).as_bytes())?;
-                    println!("agent {} created; token written to {}", r.name, f.display());
+                    .map_err(rpc);
+                let r = match r {
+                    Ok(r) => r.into_inner(),
+                    Err(e) => {
+                        if let Some(f) = out_file.take() {
+                            f.discard();
+                        }
+                        return Err(e);
+                    }
+                };
+                if let Some(f) = out_file {
+                    let path = f.path.clone();
+                    f.write(format!("{}\n", r.token).as_bytes())
+                        .with_context(|| {
+                            format!(
+                                "agent {name} was created, but its token could not be written to {} and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name} --token-file FILE` again",
+                                path.display()
+                            )
+                        })?;
+                    println!(
+                        "agent {} created; token written to {}",
+                        r.name,
+                        path.display()
+                    );
                 } else if json {
                     println!("{}", serde_json::json!({"name": r.name, "token": r.token}));
                 } else {
@@ -636,21 +658,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::dirs::ensure_private_dir(parent)?;
+/// `agent add --token-file`'s file, opened before the agent is created.
+struct TokenFile {
+    path: PathBuf,
+    file: std::fs::File,
+    /// We created it (removed again if the agent is not created).
+    created: bool,
+}
+
+impl TokenFile {
+    /// Opens `path` for writing without truncating it (created 0600 in a
+    /// private directory if missing); refuses a directory.
+    fn open(path: &Path) -> anyhow::Result<TokenFile> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let nothing = "nothing was created";
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::dirs::ensure_private_dir(parent).with_context(|| {
+                format!("cannot use {} for the token: {nothing}", path.display())
+            })?;
+        }
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            bail!(
+                "--token-file {} is a directory: name a file in it (e.g. {}): {nothing}",
+                path.display(),
+                path.join("NAME.token").display()
+            );
+        }
+        let existed = std::fs::symlink_metadata(path).is_ok();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| {
+                format!("cannot write the token file {}: {nothing}", path.display())
+            })?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| {
+                format!(
+                    "cannot restrict the token file {} to 0600: {nothing}",
+                    path.display()
+                )
+            })?;
+        Ok(TokenFile {
+            path: path.to_path_buf(),
+            file,
+            created: !existed,
+        })
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+
+    /// Replaces the file's contents with `bytes`.
+    fn write(mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.write_all(bytes)?;
+        self.file.sync_all()
+    }
+
+    /// The agent was not created: remove the file if we created it.
+    fn discard(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 fn human_audit(json: &str) -> String {
