@@ -688,6 +688,8 @@ impl TokenFile {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
+            // Emptied only once the token is there (`write`).
+            .truncate(false)
             .mode(0o600)
             .open(path)
             .with_context(|| {
