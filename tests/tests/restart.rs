@@ -3,7 +3,8 @@
 //! through the daemon's death and restart: while the daemon is down each call
 //! answers `unavailable` naming the start command; a new daemon answers
 //! `locked` until unlocked; then the same session works again. A call in
-//! flight when the daemon is killed is answered, not left hanging.
+//! flight when the daemon is killed is answered, not left hanging. SIGTERM
+//! locks and exits even while a client holds a stream open.
 
 use std::time::{Duration, Instant};
 
@@ -135,5 +136,37 @@ fn call_in_flight_when_vaultd_is_killed_is_answered_and_the_session_recovers() {
 
     drop(mcp);
     drop(d2);
+    assert_no_canary(&env, CANARY);
+}
+
+/// `vaultd` exits 0 on SIGTERM, and locks first: a client holding a stream
+/// open (`vaultctl audit tail -f`, which any same-user process can run) used
+/// to keep the daemon, and the keys in its memory, alive until it left.
+#[test]
+fn sigterm_locks_and_exits_while_an_audit_follower_is_attached() {
+    let env = VaultEnv::new();
+    let mut d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    let mut follower = env.ctl_cmd(&["audit", "tail", "-f"]).spawn();
+    // It prints the latest records first, then follows.
+    follower.wait_for_stdout("unlock", Duration::from_secs(10));
+
+    let started = Instant::now();
+    let status = d.sigterm_and_wait();
+    let took = started.elapsed();
+    assert!(status.success(), "vaultd exit status {status:?}:\n{}", d.stderr());
+    assert!(
+        took < Duration::from_secs(5),
+        "vaultd took {took:?} to exit with a follower attached:\n{}",
+        d.stderr()
+    );
+    assert!(
+        d.stderr().contains("vault locked"),
+        "the vault is locked on the way out:\n{}",
+        d.stderr()
+    );
+    // The follower's stream ended with the daemon.
+    let out = follower.wait(Duration::from_secs(5));
+    assert!(!out.stdout.contains(CANARY), "{out}");
     assert_no_canary(&env, CANARY);
 }

@@ -1,5 +1,6 @@
 //! vaultd: the credential vault daemon. Runs in the foreground, logs to
-//! stderr, starts locked, exits 0 on SIGTERM. See ARCHITECTURE.md.
+//! stderr, starts locked, exits 0 on SIGTERM (locking first: keys wiped, calls
+//! aborted; open connections get SHUTDOWN_GRACE). See ARCHITECTURE.md.
 //!
 //! Start-up order (each step before the next):
 //! 1. close inherited fds, not dumpable, no core files;
@@ -27,6 +28,10 @@ use vaultd::daemon::Daemon;
 use vaultd::dirs::{Dirs, ensure_private_dir};
 use vaultd::sandbox::{LandlockSupport, PINNED_ABI_NUMBER, SeccompSupport};
 use vaultd::server::{VaultService, accept_loop};
+
+/// How long open connections may keep vaultd alive after SIGTERM (the vault
+/// is already locked by then).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 #[global_allocator]
 static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
@@ -163,17 +168,36 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let max_connections = daemon.config.max_connections;
         tokio::spawn(accept_loop(listener, allowed.clone(), max_connections, tx));
         let service = VaultService { daemon: daemon.clone(), allowed };
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
+        // On SIGTERM or Ctrl-C the vault is locked first: keys wiped, calls
+        // aborted, `audit tail -f` streams ended. Only then does the server
+        // stop taking connections and wait for the open ones, at most
+        // SHUTDOWN_GRACE: a client that keeps a stream open cannot keep the
+        // daemon (or its keys) alive.
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = {
+            let daemon = daemon.clone();
+            async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+                tracing::info!("shutting down: locking the vault");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                daemon.lock().await;
+                let _ = stopping_tx.send(());
             }
-            tracing::info!("shutting down");
+        };
+        let grace = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
         };
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(socket = %socket_path.display(), "vaultd {} ready (locked)", env!("CARGO_PKG_VERSION"));
-        tonic::transport::Server::builder()
+        let serve = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .add_service(
@@ -182,10 +206,14 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     .max_decoding_message_size(11 << 20)
                     .max_encoding_message_size(300 << 20),
             )
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown)
-            .await
-            .context("the gRPC server failed")?;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown);
+        tokio::select! {
+            r = serve => r.context("the gRPC server failed")?,
+            () = grace => tracing::warn!(
+                "connections still open {} s after the shutdown began; exiting anyway",
+                SHUTDOWN_GRACE.as_secs()
+            ),
+        }
         daemon.lock().await;
         let _ = std::fs::remove_file(&socket_path);
         drop(lock_file);
