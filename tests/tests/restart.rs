@@ -154,7 +154,11 @@ fn sigterm_locks_and_exits_while_an_audit_follower_is_attached() {
     let started = Instant::now();
     let status = d.sigterm_and_wait();
     let took = started.elapsed();
-    assert!(status.success(), "vaultd exit status {status:?}:\n{}", d.stderr());
+    assert!(
+        status.success(),
+        "vaultd exit status {status:?}:\n{}",
+        d.stderr()
+    );
     assert!(
         took < Duration::from_secs(5),
         "vaultd took {took:?} to exit with a follower attached:\n{}",
