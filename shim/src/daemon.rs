@@ -172,6 +172,14 @@ impl Daemon {
                 return Err(Failure::Deadline);
             }
         };
+        // tonic enforces the `grpc-timeout` it sends (see [`request`]) in the
+        // channel itself, and that timer is polled before ours: its expiry is
+        // our deadline, not a lost connection (which would be retried, and
+        // the hung daemon then waited for again).
+        if caused_by::<tonic::TimeoutExpired>(&status) {
+            self.forget(conn_id).await;
+            return Err(Failure::Deadline);
+        }
         if let Some(refusal) = Refusal::from_daemon(status.message()) {
             return Err(Failure::Refused(refusal));
         }

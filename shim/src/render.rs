@@ -104,7 +104,21 @@ pub fn no_socket(why: impl fmt::Display) -> Refusal {
 /// wrong protocol version, not vaultd, no answer). vault-proto's texts already
 /// say what to run.
 pub fn connect_failed(error: &ConnectError) -> Refusal {
-    Refusal::new(UNAVAILABLE, error)
+    match error {
+        // Worded like [`deadline`]: the time waited, and a next step that works
+        // on a hung daemon (vault-proto's text suggests `vaultctl lock`, which
+        // a daemon that does not answer cannot serve either).
+        ConnectError::Timeout { path, timeout } => Refusal::new(
+            UNAVAILABLE,
+            format_args!(
+                "vaultd at {} accepted the connection but did not answer within {} s; it may be stopped \
+                 or hung: restart it with `systemctl --user restart vaultd`",
+                path.display(),
+                timeout.as_secs_f64()
+            ),
+        ),
+        other => Refusal::new(UNAVAILABLE, other),
+    }
 }
 
 /// The connection broke while a call was under way.
@@ -608,6 +622,21 @@ mod tests {
         let r = connect_failed(&e);
         assert_eq!(r.text(), format!("unavailable: {e}"));
         assert!(r.text().contains("speaks protocol v2"));
+    }
+
+    #[test]
+    fn waits_are_stated_in_seconds_with_a_next_step() {
+        let r = connect_failed(&ConnectError::Timeout {
+            path: "/s.sock".into(),
+            timeout: Duration::from_secs(5),
+        });
+        assert_eq!(
+            r.text(),
+            "unavailable: vaultd at /s.sock accepted the connection but did not answer within 5 s; it may be \
+             stopped or hung: restart it with `systemctl --user restart vaultd`"
+        );
+        let r = deadline(Path::new("/s.sock"), Duration::from_secs(10), false);
+        assert!(r.text().contains("did not answer within 10 s;"), "{r}");
     }
 
     #[test]

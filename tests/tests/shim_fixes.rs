@@ -4,6 +4,10 @@
 //!
 //! - item 5: a wrongly typed `execute` argument is refused naming the argument,
 //!   what it must be and what it got; nothing reaches the upstream;
+//! - item 7: a hung (SIGSTOPped) daemon is reported with the time actually
+//!   waited for it (the first call used to wait 15 s and say "5s").
+
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vaultd_tests::{Daemon, TlsKind, Upstream, VaultEnv, assert_no_canary};
@@ -111,6 +115,80 @@ fn execute_type_errors_name_the_argument_and_the_expected_type() {
     assert_eq!(mcp.execute(fixed).assert_ok()["status"], 200);
     assert_eq!(up.request_count(), sent + 1);
 
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
+/// The seconds a refusal says it waited: the number after "within " (`10 s` or `5s`).
+fn seconds_said(text: &str) -> f64 {
+    let rest = text
+        .split_once("within ")
+        .unwrap_or_else(|| panic!("no \"within\" in: {text}"))
+        .1;
+    let number: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after \"within\" in: {text}"))
+}
+
+/// SIGCONT on drop, so a failed assertion does not leave vaultd stopped.
+struct Stopped<'a>(&'a Daemon);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0.sigcont();
+    }
+}
+
+#[test]
+fn a_hung_daemon_is_reported_with_the_time_actually_waited() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let d = setup(&up, &env);
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    // The connection is up.
+    assert_eq!(
+        mcp.call("vault_status", json!({})).assert_ok()["agent"],
+        "a"
+    );
+
+    let stopped = Stopped(&d);
+    d.sigstop();
+    let mut figures = Vec::new();
+    // First on the open connection (the call's deadline), then on a fresh dial
+    // (the handshake's): each message must say how long the caller waited.
+    for what in ["open connection", "fresh dial"] {
+        let t = Instant::now();
+        let r = mcp.call_timeout("vault_status", json!({}), Duration::from_secs(40));
+        let took = t.elapsed().as_secs_f64();
+        r.assert_refused("unavailable");
+        assert!(
+            r.text.contains("did not answer within")
+                && r.text.contains("systemctl --user restart vaultd"),
+            "{}",
+            r.text
+        );
+        let said = seconds_said(&r.text);
+        figures.push(format!("{what}: waited {took:.1} s, said {said} s"));
+        assert!(
+            (took - said).abs() < 2.0,
+            "{what}: the call took {took:.1} s but the refusal says {said} s: {}",
+            r.text
+        );
+    }
+    println!("hung daemon: {}", figures.join("; "));
+    drop(stopped);
+
+    // Resumed: the same session is served again.
+    assert_eq!(
+        mcp.call("vault_status", json!({})).assert_ok()["state"],
+        "unlocked"
+    );
+    mcp.execute(echo()).assert_ok();
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
