@@ -1194,7 +1194,8 @@ fn disk_full_keeps_the_old_vault() {
 }
 
 // ---------------------------------------------------------------------------
-// A second vaultd on the same VAULTD_HOME is refused; the first keeps serving.
+// A second vaultd on the same VAULTD_HOME, or on the same vault through another
+// socket, is refused; the first keeps serving.
 
 #[test]
 fn second_daemon_is_refused_and_the_first_keeps_serving() {
@@ -1215,6 +1216,28 @@ fn second_daemon_is_refused_and_the_first_keeps_serving() {
         stderr.contains("already running") && stderr.contains("stop it first"),
         "the refusal does not say what is wrong and what to do:\n{stderr}"
     );
+    // Nor through another socket: one daemon per vault (two would interleave
+    // their audit records and serve different copies of the policy). The
+    // refusal names the running daemon's pid.
+    let other_socket = env.root().join("other/vaultd.sock");
+    let out = env
+        .command(&env.bins().vaultd)
+        .env("VAULTD_SOCKET", &other_socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run a second vaultd on another socket");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    env.record_output("second vaultd (other socket) stderr", &out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second vaultd served the same vault on another socket:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("already running") && stderr.contains(&format!("kill {}", first.pid())),
+        "the refusal names the running daemon:\n{stderr}"
+    );
+    assert!(!other_socket.exists(), "the second vaultd bound its socket");
     // The first daemon, its socket and its keys are untouched.
     let st = env.status_json();
     assert_eq!(st["state"], "unlocked", "{st}");

@@ -239,4 +239,13 @@ fn vaultd_refuses_a_bad_config() {
             && stderr.matches("directory").count() == 1,
         "{stderr}"
     );
+
+    // A --config file that does not exist is an error, not the defaults.
+    let missing = env.root().join("no-such-vaultd.toml");
+    let (code, stderr) = run_vaultd(&env, &["--config", &missing.to_string_lossy()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&missing.display().to_string()) && stderr.contains("--config"),
+        "{stderr}"
+    );
 }

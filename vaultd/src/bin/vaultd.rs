@@ -62,7 +62,7 @@ fn main() {
 
 fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let dirs = Dirs::from_env(config_path.as_deref())?;
-    let config = Config::load(&dirs.config_file)?;
+    let config = load_config(&dirs, config_path.is_some())?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -86,28 +86,30 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .context("the socket path has no directory")?;
     ensure_private_dir(sock_dir)?;
 
-    // One instance per socket: hold an exclusive lock for our whole life.
-    let lock_path = sock_dir.join(format!(
-        "{}.lock",
-        dirs.socket
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("vaultd.sock")
-    ));
-    let lock_file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if lock_file.try_lock().is_err() {
-        bail!(
-            "another vaultd is already running on {} (lock {} is held): stop it first (`systemctl --user stop vaultd` or `vaultctl lock`)",
-            dirs.socket.display(),
-            lock_path.display()
-        );
-    }
+    // One instance per socket and one per vault: hold exclusive locks for our
+    // whole life. (A second daemon on the same vault, reached through another
+    // VAULTD_SOCKET, would interleave its audit records with ours and serve a
+    // stale copy of the policy.)
+    let lock_file = hold_instance_lock(
+        &sock_dir.join(format!(
+            "{}.lock",
+            dirs.socket
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("vaultd.sock")
+        )),
+        &format!("on {}", dirs.socket.display()),
+    )?;
+    let vault_lock = hold_instance_lock(
+        &dirs.vault_file.with_file_name(format!(
+            "{}.lock",
+            dirs.vault_file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("vault.bin")
+        )),
+        &format!("for {}", dirs.vault_file.display()),
+    )?;
     // We hold the lock, so a socket file left here is stale.
     match std::fs::remove_file(&dirs.socket) {
         Ok(()) => tracing::info!("removed stale socket {}", dirs.socket.display()),
@@ -217,9 +219,56 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         daemon.lock().await;
         let _ = std::fs::remove_file(&socket_path);
         drop(lock_file);
+        drop(vault_lock);
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// Opens `path` and takes an exclusive lock on it, held while the returned
+/// file lives; writes this process's pid into it, so that a second vaultd can
+/// say which process to stop. `what` completes "another vaultd is already
+/// running ...".
+fn hold_instance_lock(path: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if file.try_lock().is_err() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let stop = if pid.is_empty() {
+            "`systemctl --user stop vaultd`, or end that vaultd process".to_string()
+        } else {
+            format!("`systemctl --user stop vaultd`, or `kill {pid}`")
+        };
+        bail!(
+            "another vaultd (pid {}) is already running {what} (lock {} is held): stop it first ({stop})",
+            if pid.is_empty() { "unknown" } else { pid },
+            path.display()
+        );
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
+}
+
+/// vaultd.toml: a file named with `--config` must exist; the default one may
+/// be absent (defaults).
+fn load_config(dirs: &Dirs, explicit: bool) -> Result<Config, vaultd::error::Error> {
+    if explicit {
+        Config::load_required(&dirs.config_file)
+    } else {
+        Config::load(&dirs.config_file)
+    }
 }
 
 /// One line of `vaultd check`.
@@ -301,7 +350,7 @@ fn check(config_path: Option<PathBuf>) -> anyhow::Result<bool> {
     let policy = Dirs::from_env(config_path.as_deref())
         .map_err(anyhow::Error::from)
         .and_then(|dirs| {
-            let config = Config::load(&dirs.config_file)?;
+            let config = load_config(&dirs, config_path.is_some())?;
             Ok(vaultd::sandbox::Policy::new(&dirs, &config)?)
         });
     match policy {
