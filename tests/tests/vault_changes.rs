@@ -63,3 +63,49 @@ ca_file = "{}"
     assert!(!shown.stdout.contains("[[service]]"), "{shown}");
     assert_no_canary(&env, CANARY);
 }
+
+/// `agent rm` takes the agent out of every capability too: `policy show`
+/// then prints a policy that `policy apply` accepts, and an agent added
+/// again under the same name starts with no grants.
+#[test]
+fn agent_rm_removes_its_grants_and_policy_show_round_trips() {
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(
+        r#"
+[[service]]
+name = "up"
+base_url = "https://api.example.com"
+auth = { type = "bearer", secret = "tok" }
+
+[[agent]]
+name = "a"
+
+[[agent]]
+name = "b"
+
+[[capability]]
+name = "read"
+service = "up"
+agents = ["a", "b"]
+allow = ["GET /**"]
+"#,
+    );
+    env.add_agent("a");
+    env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
+
+    let shown = env.ctl(&["policy", "show"]);
+    shown.assert_ok();
+    assert!(shown.stdout.contains(r#"agents = ["b"]"#), "{shown}");
+    let path = env.write_input("shown.toml", shown.stdout.as_bytes());
+    env.ctl_pass(&["policy", "apply", "--dry-run", &path.to_string_lossy()])
+        .assert_ok();
+
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    let listed = mcp.call("list_services", serde_json::json!({}));
+    assert!(!listed.is_error, "{}", listed.text);
+    assert!(!listed.text.contains("\"read\""), "{}", listed.text);
+    assert_no_canary(&env, CANARY);
+}

@@ -665,11 +665,18 @@ impl Daemon {
         let event = format!("agent rm {name}");
         let n2 = name.clone();
         self.change(passphrase, event, move |data, _, _| {
-            data.agents.remove(&n2).map(|_| ()).ok_or(Error::NotFound {
+            data.agents.remove(&n2).ok_or_else(|| Error::NotFound {
                 kind: "agent",
-                name: n2,
+                name: n2.clone(),
                 hint: "; `vaultctl agent list` shows the names",
-            })
+            })?;
+            // Its grants go with it: `policy show` must print a policy that
+            // `policy apply` accepts, and a new agent of the same name starts
+            // with nothing.
+            for c in &mut data.policy.capabilities {
+                c.agents.retain(|a| *a != n2);
+            }
+            Ok(())
         })
         .await?;
         let mut aborted = 0;
