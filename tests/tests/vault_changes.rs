@@ -109,3 +109,46 @@ allow = ["GET /**"]
     assert!(!listed.text.contains("\"read\""), "{}", listed.text);
     assert_no_canary(&env, CANARY);
 }
+
+/// A change made while the vault is locked (the passphrase is in the
+/// request, so it is allowed) is audited like one made while unlocked, and
+/// the chain still verifies, also on a daemon that was never unlocked.
+#[test]
+fn changes_made_while_locked_are_audited() {
+    let env = VaultEnv::new();
+    env.init();
+    let mut d = env.start_daemon(); // locked, never unlocked
+    env.set_secret("tok", CANARY.as_bytes());
+    env.unlock();
+    env.lock();
+    env.ctl_pass(&["agent", "add", "late"]).assert_ok();
+    env.ctl_pass(&["secret", "rm", "tok"]).assert_ok();
+    env.unlock();
+
+    let events: Vec<String> = std::fs::read_to_string(env.audit_path())
+        .expect("audit log")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON record"))
+        .filter_map(|r| r["event"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "secret set tok",
+            "unlock",
+            "lock",
+            "agent add late",
+            "secret rm tok",
+            "unlock"
+        ],
+        "every change is audited, locked or not"
+    );
+    env.ctl(&["audit", "verify"]).assert_ok();
+    // Across a restart too.
+    d.sigterm_and_wait();
+    let _d = env.start_daemon();
+    env.set_secret("again", b"another-value-1234");
+    env.unlock();
+    env.ctl(&["audit", "verify"]).assert_ok();
+    assert_no_canary(&env, CANARY);
+}

@@ -530,6 +530,22 @@ impl Daemon {
             }) {
                 tracing::warn!("audit: {e}");
             }
+        } else {
+            // Locked: the change is audited all the same, by a writer opened
+            // for this one record with the key the passphrase just unwrapped,
+            // linked to the chain the last writer left (see `AuditLog::chain_from`).
+            let record = Record {
+                kind: "admin".into(),
+                event: Some(event),
+                ..Default::default()
+            };
+            let written = AuditLog::open(&self.dirs.audit_file, &data_key).and_then(|mut log| {
+                log.chain_from(&self.audit_head);
+                log.append(record).map_err(Error::Invalid)
+            });
+            if let Err(e) = written {
+                tracing::warn!("audit: {e}");
+            }
         }
         Ok(out)
     }
