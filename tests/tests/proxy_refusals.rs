@@ -397,3 +397,35 @@ fn locked_and_unavailable_then_the_same_session_recovers() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+/// A service on a port the sandbox does not allow: the kernel refuses the
+/// connect (EACCES), and retrying never helps, so the refusal says which
+/// setting to change instead of "retry later".
+#[test]
+fn a_port_outside_upstream_ports_names_the_setting() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new(); // upstream_ports: the default, [443]
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.apply_policy(&vaultd_tests::policy::one_service(
+        &env,
+        &up.url(),
+        "",
+        "c",
+        r#"allow = ["GET /**"]"#,
+    ));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    refused_with(
+        &mcp.execute(get("c", "/v1/echo")),
+        "upstream_error",
+        &[
+            &format!("port {}", up.port()),
+            "upstream_ports",
+            "restart vaultd",
+        ],
+    );
+    assert_eq!(up.request_count(), 0);
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}

@@ -490,6 +490,17 @@ fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
             "service {:?} did not answer within its timeout ({} ms)",
             svc.service.name, svc.service.timeout_ms
         )
+    } else if e.is_connect() && refused_by_sandbox(&e) {
+        // Landlock answers a connect to a port outside `upstream_ports` with
+        // EACCES: retrying cannot help, the user must allow the port.
+        let port = svc.base.port_or_known_default().unwrap_or(443);
+        return Refusal::new(
+            codes::UPSTREAM_ERROR,
+            format!(
+                "vaultd may not connect to port {port} of service {:?}: ask the user to add {port} to upstream_ports in vaultd.toml and restart vaultd",
+                svc.service.name
+            ),
+        );
     } else if e.is_connect() {
         format!("cannot connect to service {:?}", svc.service.name)
     } else if e.is_body() || e.is_decode() {
@@ -513,6 +524,20 @@ fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
         codes::UPSTREAM_ERROR,
         format!("{what}{detail}; retry later or ask the user to check the service"),
     )
+}
+
+/// Whether the connect failed with EACCES (the sandbox's port rule).
+fn refused_by_sandbox(e: &reqwest::Error) -> bool {
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 async fn call_upstream(
