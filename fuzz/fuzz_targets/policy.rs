@@ -12,7 +12,19 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use vaultd::policy::{self, Context};
 
-const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+/// A real (self-signed, P-256) CA: `policy::parse` builds the TLS roots from
+/// a `ca_file`, as vaultd does at unlock, and refuses one it cannot use.
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBiTCCAS+gAwIBAgIUbwptWqBiy7cf2CGyQOJz/AP3iH8wCgYIKoZIzj0EAwIw\n\
+GTEXMBUGA1UEAwwOdmF1bHRkIGZ1enogQ0EwIBcNMjYxMTI4MDAwMTM2WhgPMjEy\n\
+NjExMDQwMDAxMzZaMBkxFzAVBgNVBAMMDnZhdWx0ZCBmdXp6IENBMFkwEwYHKoZI\n\
+zj0CAQYIKoZIzj0DAQcDQgAE42iIh9c8fxgZI2Lq7E3X9jWKInCRGloX7XjNrvYK\n\
+ZDffWCpC03NlDJhVuHMSQK0VMShJc1U9HxChmk0QI7w9WKNTMFEwHQYDVR0OBBYE\n\
+FHC8Ix9i0z6rwKmJbGHhH3dboA6gMB8GA1UdIwQYMBaAFHC8Ix9i0z6rwKmJbGHh\n\
+H3dboA6gMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgK8whviFS\n\
+4/35lOBe3LJVEcqVaE+jrt/XjzhsIpvmeOwCIQC3RfCa9G1GjQy5f2r7rUkUYYfC\n\
+1MZbEXlhdMC7hiwThQ==\n\
+-----END CERTIFICATE-----\n";
 
 fn ca_files() -> &'static HashMap<String, String> {
     static CAS: OnceLock<HashMap<String, String>> = OnceLock::new();
