@@ -25,6 +25,11 @@ pub mod v1 {
 /// Bumped on every incompatible change to `vault.v1`; checked by [`client::connect`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The largest request message vaultd decodes (its `max_decoding_message_size`):
+/// 10 MiB request bodies for the proxy plus room for the rest. Clients check a
+/// request against it before sending (vaultctl names it for a big secret or policy).
+pub const MAX_REQUEST_BYTES: usize = 11 << 20;
+
 /// Redacting `Debug` for the messages whose derived one build.rs suppressed:
 /// they carry a passphrase, a secret value or an agent token.
 mod redacted_debug {

@@ -319,3 +319,229 @@ fn token_file_is_checked_before_the_agent_is_created() {
         other.display()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Item 8: `audit tail -f` and the lock.
+
+/// A follow ended by `vaultctl lock` says so and how to resume, exit 1; a
+/// follow started while locked says that `-n` works while locked.
+#[test]
+fn audit_follow_ended_by_lock_says_so() {
+    let (env, _d) = unlocked_env();
+    let mut tail = env.ctl_cmd(&["audit", "tail", "-f", "-n", "5"]).spawn();
+    tail.wait_for_stdout("unlock", Duration::from_secs(10));
+    env.lock();
+    let out = tail.wait(Duration::from_secs(10));
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("the vault was locked")
+            && out.stderr.contains("vaultctl unlock")
+            && out.stderr.contains("vaultctl audit tail -f` again"),
+        "{out}"
+    );
+    let out = env.ctl(&["audit", "tail", "-f"]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("locked") && out.stderr.contains("audit tail -n"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("ask the user"), "{out}");
+    env.ctl(&["audit", "tail", "-n", "1"]).assert_ok();
+}
+
+// ---------------------------------------------------------------------------
+// Item 10: no XDG_RUNTIME_DIR.
+
+/// `init` needs no daemon, hence no socket: it works without VAULTD_HOME and
+/// XDG_RUNTIME_DIR (an empty variable counts as unset); a command that needs
+/// vaultd then names the variables to set.
+#[test]
+fn init_without_xdg_runtime_dir() {
+    let env = VaultEnv::new();
+    fn unset(c: vaultd_tests::Ctl<'_>) -> vaultd_tests::Ctl<'_> {
+        c.env("VAULTD_HOME", "").env("XDG_RUNTIME_DIR", "")
+    }
+    let out = unset(env.ctl_cmd(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]))
+        .passphrase(PASSPHRASE)
+        .run();
+    out.assert_ok();
+    let vault = env.root().join("xdg/data/vaultd/vault.bin");
+    assert!(vault.is_file(), "no {}:\n{out}", vault.display());
+    assert!(out.stderr.contains("next: start vaultd"), "{out}");
+    let out = unset(env.ctl_cmd(&["status"])).run();
+    out.assert_fail();
+    for var in ["XDG_RUNTIME_DIR", "VAULTD_SOCKET", "VAULTD_HOME"] {
+        assert!(out.stderr.contains(var), "{var} not named:\n{out}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Item 11: next steps.
+
+/// Against a daemon with no vault, read commands say to run `init`; `init`
+/// with vaultd running says `unlock` next; a locked vault says "run
+/// `vaultctl unlock`" to vaultctl's own user.
+#[test]
+fn uninitialized_then_locked_say_what_to_run() {
+    let env = VaultEnv::new();
+    let _d = env.start_daemon();
+    for args in [
+        &["secret", "list"][..],
+        &["agent", "list"],
+        &["policy", "show"],
+    ] {
+        let out = env.ctl(args);
+        out.assert_fail();
+        assert!(
+            out.stderr.contains("vaultctl init") && !out.stderr.contains("ask the user"),
+            "{out}"
+        );
+    }
+    let out = env.ctl_pass(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("vaultctl unlock") && !out.stderr.contains("start vaultd"),
+        "{out}"
+    );
+    let out = env.ctl(&["secret", "list"]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("run `vaultctl unlock`") && !out.stderr.contains("ask the user"),
+        "{out}"
+    );
+    env.unlock();
+    env.ctl(&["secret", "list"]).assert_ok();
+}
+
+/// `mcp-config` for an agent that already has a token suggests what works
+/// (and the suggestion does work); for an unknown agent it warns; when it
+/// cannot ask vaultd it says so.
+#[test]
+fn mcp_config_advice_works() {
+    let (env, _d) = unlocked_env();
+    env.add_agent("cursor");
+    let tf = env.root().join("cursor.token");
+    let tfs = tf.to_string_lossy().into_owned();
+    let out = env.ctl(&["mcp-config", "--agent", "cursor", "--token-file", &tfs]);
+    out.assert_ok();
+    let rm_add =
+        format!("vaultctl agent rm cursor && vaultctl agent add cursor --token-file {tfs}");
+    assert!(
+        out.stderr.contains("already has a token")
+            && out.stderr.contains(&rm_add)
+            && out.stderr.contains("revokes the old token"),
+        "{out}"
+    );
+    // The advice, run as given, works.
+    env.ctl_pass(&["agent", "rm", "cursor"]).assert_ok();
+    env.ctl_pass(&["agent", "add", "cursor", "--token-file", &tfs])
+        .assert_ok();
+    let out = env.ctl(&["mcp-config", "--agent", "cursor", "--token-file", &tfs]);
+    out.assert_ok();
+    assert!(
+        !out.stderr.contains("note:") && !out.stderr.contains("warning:"),
+        "{out}"
+    );
+
+    let out = env.ctl(&["mcp-config", "--agent", "ghost"]);
+    out.assert_ok();
+    assert!(
+        out.stderr
+            .contains("warning: the vault has no agent named \"ghost\"")
+            && out.stderr.contains("vaultctl agent add ghost --token-file"),
+        "{out}"
+    );
+    env.lock();
+    let out = env.ctl(&["mcp-config", "--agent", "ghost"]);
+    out.assert_ok();
+    assert!(
+        out.stderr
+            .contains("could not check that agent ghost exists (the vault is locked)"),
+        "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Item 12: error messages.
+
+/// stdout closed before vaultctl writes (`vaultctl status | head -0`): no
+/// panic, no backtrace, exit 141 like a program ended by SIGPIPE.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let (env, _d) = unlocked_env();
+    for args in [
+        &["status"][..],
+        &["mcp-config", "--agent", "x"],
+        &["audit", "tail"],
+    ] {
+        let (r, w) = std::io::pipe().expect("pipe");
+        drop(r);
+        let mut cmd = env.command(&env.bins().vaultctl);
+        cmd.args(args).stdout(w).stderr(Stdio::piped());
+        let child = cmd.spawn().expect("spawn");
+        drop(cmd);
+        let out = finish(&env, args, child);
+        assert_eq!(out.code(), Some(141), "{out}");
+        assert!(
+            !out.stderr.contains("panicked") && !out.stderr.contains("Broken pipe"),
+            "{out}"
+        );
+    }
+}
+
+/// `--kdf-memory-mib` out of range is reported in MiB as typed, with the range.
+#[test]
+fn kdf_memory_is_reported_in_mib() {
+    let env = VaultEnv::new();
+    for m in ["1", "999999999"] {
+        let out = env
+            .ctl_cmd(&["init", "--kdf-memory-mib", m, "--kdf-iterations", "1"])
+            .passphrase(PASSPHRASE)
+            .run();
+        out.assert_fail();
+        assert!(
+            out.stderr.contains(&format!("got {m}\n"))
+                && out.stderr.contains("8..=4096")
+                && out.stderr.contains("--kdf-memory-mib")
+                && !out.stderr.contains("KiB"),
+            "{out}"
+        );
+        assert!(!env.vault_path().exists());
+    }
+}
+
+/// A 20 MB secret or policy is refused by vaultctl before sending, naming
+/// vaultd's limit; nothing changes.
+#[test]
+fn oversized_secret_and_policy_are_refused_before_sending() {
+    let (env, _d) = unlocked_env();
+    let before = std::fs::read(env.vault_path()).unwrap();
+    let big = vec![b'x'; 20_000_000];
+    let out = env
+        .ctl_cmd(&["secret", "set", "big", "--from-fd", "4"])
+        .passphrase(PASSPHRASE)
+        .fd(4, &big)
+        .run();
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("11 MiB")
+            && out.stderr.contains("nothing was stored")
+            && !out.stderr.contains("decoded message length"),
+        "{out}"
+    );
+    let mut policy = String::from("[[agent]]\nname = \"a\"\n# ");
+    policy.push_str(&"p".repeat(20_000_000));
+    policy.push('\n');
+    let out = env.try_apply_policy(&policy);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("too large")
+            && out.stderr.contains("11 MiB")
+            && out.stderr.contains("not applied")
+            && !out.stderr.contains("decoded message length"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(env.vault_path()).unwrap(), before);
+    // Just under the limit still goes through.
+    env.set_secret("fits", &vec![b'y'; 10 << 20]);
+}

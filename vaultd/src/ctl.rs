@@ -21,6 +21,41 @@ use zeroize::Zeroizing;
 use crate::dirs::Dirs;
 use crate::vault::KdfParams;
 
+/// Stdout is closed (`vaultctl status | head -1`): vaultctl stops writing and
+/// exits quietly with 141, as a program ended by SIGPIPE, instead of panicking.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout is closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to stdout")
+    }
+}
+
+/// `println!` that returns [`StdoutClosed`] (or another write error) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    };
+}
+
+/// `print!` that returns [`StdoutClosed`] (or another write error) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write!(std::io::stdout().lock(), $($arg)*).map_err(stdout_error)?
+    };
+}
+
 /// vaultctl: manage the vaultd credential vault.
 #[derive(Debug, Parser)]
 #[command(
@@ -357,9 +392,13 @@ fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizin
                 break;
             }
             v.extend_from_slice(&chunk[..n]);
+            if v.len() > READ_LIMIT {
+                break;
+            }
         }
     } else if from_stdin {
         std::io::stdin()
+            .take(READ_LIMIT as u64 + 1)
             .read_to_end(&mut v)
             .context("cannot read the secret from stdin")?;
     } else {
@@ -383,11 +422,54 @@ fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizin
     if v.is_empty() {
         bail!("the secret value is empty: nothing was stored");
     }
+    if v.len() > vault_proto::MAX_REQUEST_BYTES {
+        bail!(
+            "the secret value is over {}: {}; nothing was stored",
+            mib(vault_proto::MAX_REQUEST_BYTES),
+            request_limit()
+        );
+    }
     Ok(v)
 }
 
+/// Secret values are read up to just past what vaultd accepts.
+const READ_LIMIT: usize = vault_proto::MAX_REQUEST_BYTES + 2;
+
+/// `n` bytes in MiB, for messages.
+fn mib(n: usize) -> String {
+    format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+}
+
+fn request_limit() -> String {
+    format!(
+        "vaultd accepts requests of at most {} MiB ({} bytes), everything in them included",
+        vault_proto::MAX_REQUEST_BYTES >> 20,
+        vault_proto::MAX_REQUEST_BYTES
+    )
+}
+
+/// Refuses a request vaultd would not decode, before it is sent.
+fn check_request_size(what: &str, msg: &impl prost::Message, nothing: &str) -> anyhow::Result<()> {
+    let len = msg.encoded_len();
+    if len > vault_proto::MAX_REQUEST_BYTES {
+        bail!(
+            "{what} is too large ({}): {}; {nothing}",
+            mib(len),
+            request_limit()
+        );
+    }
+    Ok(())
+}
+
+/// The daemon's socket, located only by the commands that talk to vaultd.
 fn socket() -> anyhow::Result<PathBuf> {
-    Ok(vault_proto::paths::socket_path()?)
+    vault_proto::paths::socket_path().map_err(|e| match e {
+        vault_proto::paths::PathError::NoRuntimeDir => anyhow!(
+            "cannot locate vaultd's socket: XDG_RUNTIME_DIR is not set; set XDG_RUNTIME_DIR (normally /run/user/{}, set by your login session), or VAULTD_SOCKET=PATH or VAULTD_HOME=DIR as vaultd was started with",
+            crate::sys::getuid()
+        ),
+        e => e.into(),
+    })
 }
 
 async fn connect() -> anyhow::Result<Client> {
@@ -408,11 +490,81 @@ fn rpc(e: tonic::Status) -> anyhow::Error {
             client::START_HINT
         );
     }
+    if e.code() == tonic::Code::FailedPrecondition
+        && e.message()
+            .strip_prefix(vault_proto::codes::LOCKED)
+            .is_some_and(|rest| rest.starts_with(':'))
+    {
+        // The daemon's text is addressed to agents ("ask the user to run ...").
+        return LockedRefusal.into();
+    }
     anyhow!("{}", e.message())
+}
+
+/// The daemon refused because no vault is unlocked (see [`run`], which tells
+/// "locked" from "no vault yet").
+#[derive(Debug)]
+struct LockedRefusal;
+
+impl std::fmt::Display for LockedRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the vault is locked: run `vaultctl unlock`, then try again")
+    }
+}
+
+impl std::error::Error for LockedRefusal {}
+
+/// What the daemon reports about itself, if it answers within 2 s.
+async fn daemon_status() -> Option<StatusResponse> {
+    let path = socket().ok()?;
+    let mut c = client::connect(&path, Duration::from_secs(2)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {}))
+        .await
+        .ok()?
+        .ok()
+        .map(tonic::Response::into_inner)
+}
+
+/// `audit tail -f`'s stream ended: vaultd ends it when the vault is locked
+/// (the audit key is gone) or when it stops. Says which, and exits 1.
+async fn follow_ended() -> anyhow::Result<i32> {
+    match daemon_status().await {
+        Some(s) if s.state != "unlocked" => eprintln!(
+            "vaultctl: the vault was locked, which ended `audit tail -f`: run `vaultctl unlock`, then `vaultctl audit tail -f` again"
+        ),
+        Some(_) => eprintln!(
+            "vaultctl: vaultd ended `audit tail -f` (the vault may have been locked and unlocked again): run `vaultctl audit tail -f` again"
+        ),
+        None => eprintln!(
+            "vaultctl: vaultd stopped, which ended `audit tail -f`: {}, `vaultctl unlock`, then run `vaultctl audit tail -f` again",
+            client::START_HINT
+        ),
+    }
+    Ok(1)
 }
 
 /// Runs vaultctl; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let follow = matches!(
+        cli.command,
+        Command::Audit(AuditCmd::Tail { follow: true, .. })
+    );
+    match run_command(cli).await {
+        Err(e) if e.downcast_ref::<LockedRefusal>().is_some() => match daemon_status().await {
+            Some(s) if s.state == "uninitialized" => Err(anyhow!(
+                "vaultd has no vault yet (nothing at {}): create one with `vaultctl init`, then run `vaultctl unlock`",
+                s.vault_path
+            )),
+            _ if follow => Err(anyhow!(
+                "the vault is locked: `audit tail -f` needs it unlocked (run `vaultctl unlock`; `vaultctl audit tail -n N` works while locked)"
+            )),
+            _ => Err(e),
+        },
+        r => r,
+    }
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<i32> {
     let pfd = cli.passphrase_fd;
     match cli.command {
         Command::Init {
@@ -420,7 +572,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             kdf_iterations,
         } => {
             let kdf = KdfParams::new(kdf_memory_mib, kdf_iterations)?;
-            let dirs = Dirs::from_env(None)?;
+            // No daemon needed: no socket either (XDG_RUNTIME_DIR may be unset).
+            let dirs = Dirs::from_env_without_daemon()?;
             if dirs.vault_file.exists() {
                 return Err(crate::error::Error::VaultExists {
                     path: dirs.vault_file,
@@ -437,10 +590,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let path = dirs.vault_file.clone();
             tokio::task::spawn_blocking(move || crate::daemon::init_vault(&dirs, &p, kdf))
                 .await??;
-            println!("created {}", path.display());
-            eprintln!(
-                "next: start vaultd (`systemctl --user start vaultd`), then `vaultctl unlock`"
-            );
+            outln!("created {}", path.display());
+            if daemon_status().await.is_some() {
+                eprintln!("next: vaultd is already running: `vaultctl unlock`");
+            } else {
+                eprintln!(
+                    "next: start vaultd (`systemctl --user start vaultd`), then `vaultctl unlock`"
+                );
+            }
         }
         Command::Unlock => {
             let mut c = connect().await?;
@@ -450,7 +607,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
             .map_err(rpc)?;
-            println!("unlocked");
+            outln!("unlocked");
         }
         Command::Lock => return lock().await,
         Command::Status { json } => return status(json).await,
@@ -470,7 +627,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             })
             .await
             .map_err(rpc)?;
-            println!("passphrase changed");
+            outln!("passphrase changed");
         }
         Command::Secret(cmd) => match cmd {
             SecretCmd::Set {
@@ -483,16 +640,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 // The passphrase first: from one descriptor, "PASSPHRASE\nVALUE".
                 let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                 let value = read_value(from_fd, from_stdin)?;
-                let r = c
-                    .set_secret(SetSecretRequest {
-                        passphrase: p.to_vec(),
-                        name: name.clone(),
-                        value: value.to_vec(),
-                    })
-                    .await
-                    .map_err(rpc)?
-                    .into_inner();
-                println!(
+                let req = SetSecretRequest {
+                    passphrase: p.to_vec(),
+                    name: name.clone(),
+                    value: value.to_vec(),
+                };
+                check_request_size("the secret", &req, "nothing was stored")?;
+                let r = c.set_secret(req).await.map_err(rpc)?.into_inner();
+                outln!(
                     "{} secret {name}",
                     if r.replaced { "replaced" } else { "stored" }
                 );
@@ -506,7 +661,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .into_inner()
                     .names
                 {
-                    println!("{n}");
+                    outln!("{n}");
                 }
             }
             SecretCmd::Rm { name } => {
@@ -518,14 +673,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 })
                 .await
                 .map_err(rpc)?;
-                println!("removed secret {name}");
+                outln!("removed secret {name}");
             }
         },
         Command::Policy(cmd) => match cmd {
             PolicyCmd::Apply { file, dry_run } => return policy_apply(pfd, &file, dry_run).await,
             PolicyCmd::Show => {
                 let mut c = connect().await?;
-                print!(
+                out!(
                     "{}",
                     c.show_policy(ShowPolicyRequest {})
                         .await
@@ -571,15 +726,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                                 path.display()
                             )
                         })?;
-                    println!(
+                    outln!(
                         "agent {} created; token written to {}",
                         r.name,
                         path.display()
                     );
                 } else if json {
-                    println!("{}", serde_json::json!({"name": r.name, "token": r.token}));
+                    outln!("{}", serde_json::json!({"name": r.name, "token": r.token}));
                 } else {
-                    println!("{}", r.token);
+                    outln!("{}", r.token);
                     eprintln!(
                         "agent {} created. This token is shown once: give it to the MCP client (`vaultctl mcp-config --agent {}`).",
                         r.name, r.name
@@ -600,7 +755,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     } else {
                         " (no token yet: `vaultctl agent add NAME`)"
                     };
-                    println!("{}{token}\t{}", a.name, a.capabilities.join(","));
+                    outln!("{}{token}\t{}", a.name, a.capabilities.join(","));
                 }
             }
             AgentCmd::Rm { name } => {
@@ -614,7 +769,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .await
                     .map_err(rpc)?
                     .into_inner();
-                println!(
+                outln!(
                     "removed agent {name} ({} call(s) in flight aborted)",
                     r.aborted_calls
                 );
@@ -631,11 +786,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let mut out = std::io::stdout().lock();
                 while let Some(line) = stream.message().await.map_err(rpc)? {
                     if json {
-                        writeln!(out, "{}", line.json)?;
+                        writeln!(out, "{}", line.json).map_err(stdout_error)?;
                     } else {
-                        writeln!(out, "{}", human_audit(&line.json))?;
+                        writeln!(out, "{}", human_audit(&line.json)).map_err(stdout_error)?;
                     }
-                    out.flush()?;
+                    out.flush().map_err(stdout_error)?;
+                }
+                if follow {
+                    return follow_ended().await;
                 }
             }
             AuditCmd::Verify => {
@@ -646,14 +804,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     .map_err(rpc)?
                     .into_inner();
                 if r.ok {
-                    println!("audit log OK: {} records, chain intact", r.records);
+                    outln!("audit log OK: {} records, chain intact", r.records);
                 } else {
                     eprintln!("vaultctl: audit log FAILED verification: {}", r.problem);
                     return Ok(1);
                 }
             }
         },
-        Command::McpConfig(args) => print!("{}", mcp_config(&args)?),
+        Command::McpConfig(args) => out!("{}", mcp_config(&args).await?),
     }
     Ok(0)
 }
@@ -784,17 +942,20 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
         print_policy_errors(&errors.join("\n"));
         return Ok(1);
     }
+    let mut req = ApplyPolicyRequest {
+        passphrase: Vec::new(),
+        policy_toml: text,
+        source_name: source,
+        ca_files,
+        dry_run,
+    };
+    let what = format!("policy {} with its ca_files", file.display());
+    check_request_size(&what, &req, "the policy was not applied")?;
     let mut c = connect().await?;
     let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
-    let r = c
-        .apply_policy(ApplyPolicyRequest {
-            passphrase: p.to_vec(),
-            policy_toml: text,
-            source_name: source,
-            ca_files,
-            dry_run,
-        })
-        .await;
+    req.passphrase = p.to_vec();
+    check_request_size(&what, &req, "the policy was not applied")?;
+    let r = c.apply_policy(req).await;
     match r {
         Ok(r) => {
             let r = r.into_inner();
@@ -803,9 +964,10 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
             } else {
                 "policy applied"
             };
-            println!(
+            outln!(
                 "{verb}: {} service(s), {} capability(ies)",
-                r.services, r.capabilities
+                r.services,
+                r.capabilities
             );
             for a in r.new_agents {
                 eprintln!("new agent {a}: give it a token with `vaultctl agent add {a}`");
@@ -841,7 +1003,7 @@ async fn status(json: bool) -> anyhow::Result<i32> {
         Ok(c) => c,
         Err(e) => {
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"state": "unavailable", "error": e.to_string()})
                 );
@@ -851,7 +1013,7 @@ async fn status(json: bool) -> anyhow::Result<i32> {
     };
     let s = c.status(StatusRequest {}).await.map_err(rpc)?.into_inner();
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "state": s.state,
@@ -873,9 +1035,9 @@ async fn status(json: bool) -> anyhow::Result<i32> {
             })
         );
     } else {
-        println!("vaultd {} (pid {}): {}", s.daemon_version, s.pid, s.state);
+        outln!("vaultd {} (pid {}): {}", s.daemon_version, s.pid, s.state);
         if s.state == "unlocked" {
-            println!(
+            outln!(
                 "  {} secret(s), {} service(s), {} capability(ies), {} agent(s); unlocked for {}",
                 s.secrets,
                 s.services,
@@ -884,14 +1046,14 @@ async fn status(json: bool) -> anyhow::Result<i32> {
                 humantime::format_duration(Duration::from_secs(s.unlocked_for_secs))
             );
         }
-        println!("  vault:    {}", s.vault_path);
-        println!("  audit:    {}", s.audit_path);
-        println!("  socket:   {}", s.socket_path);
-        println!("  mlock:    {}", if s.mlock_ok { "ok" } else { "FAILED" });
-        println!("  landlock: {}", s.landlock);
-        println!("  seccomp:  {}", s.seccomp);
+        outln!("  vault:    {}", s.vault_path);
+        outln!("  audit:    {}", s.audit_path);
+        outln!("  socket:   {}", s.socket_path);
+        outln!("  mlock:    {}", if s.mlock_ok { "ok" } else { "FAILED" });
+        outln!("  landlock: {}", s.landlock);
+        outln!("  seccomp:  {}", s.seccomp);
         for w in &s.warnings {
-            println!("  warning:  {w}");
+            outln!("  warning:  {w}");
         }
         if s.state == "uninitialized" {
             eprintln!("no vault yet: create one with `vaultctl init`");
@@ -910,7 +1072,7 @@ async fn lock() -> anyhow::Result<i32> {
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
         Ok(Ok(aborted)) => {
-            println!("locked ({aborted} call(s) in flight aborted)");
+            outln!("locked ({aborted} call(s) in flight aborted)");
             Ok(0)
         }
         Ok(Err(e))
@@ -919,7 +1081,7 @@ async fn lock() -> anyhow::Result<i32> {
                 Some(ConnectError::NotRunning { .. })
             ) =>
         {
-            println!("vaultd is not running: nothing holds the keys");
+            outln!("vaultd is not running: nothing holds the keys");
             Ok(0)
         }
         Ok(Err(e))
@@ -975,11 +1137,52 @@ async fn kill_unresponsive(path: &Path) -> anyhow::Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("vaultd (pid {pid}) did not answer within 2 s and was killed: no key stays in memory");
+    outln!("vaultd (pid {pid}) did not answer within 2 s and was killed: no key stays in memory");
     Ok(0)
 }
 
-fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
+/// What the daemon says about an agent, for `mcp-config`'s advice.
+enum AgentCheck {
+    /// No agent of that name.
+    Missing,
+    /// Declared (by a policy) but no token issued yet.
+    NoToken,
+    /// It has a token.
+    HasToken,
+    /// Could not ask: why.
+    Unknown(String),
+}
+
+async fn check_agent(name: &str) -> AgentCheck {
+    let path = match socket() {
+        Ok(p) => p,
+        Err(e) => return AgentCheck::Unknown(e.to_string()),
+    };
+    let mut c = match client::connect(&path, Duration::from_secs(2)).await {
+        Ok(c) => c,
+        Err(ConnectError::NotRunning { .. }) => {
+            return AgentCheck::Unknown("vaultd is not running".into());
+        }
+        Err(e) => return AgentCheck::Unknown(e.to_string()),
+    };
+    let r = tokio::time::timeout(Duration::from_secs(2), c.list_agents(ListAgentsRequest {})).await;
+    match r {
+        Ok(Ok(r)) => match r.into_inner().agents.into_iter().find(|a| a.name == name) {
+            None => AgentCheck::Missing,
+            Some(a) if a.has_token => AgentCheck::HasToken,
+            Some(_) => AgentCheck::NoToken,
+        },
+        Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => {
+            AgentCheck::Unknown("the vault is locked".into())
+        }
+        Ok(Err(s)) => AgentCheck::Unknown(rpc(s).to_string()),
+        Err(_) => AgentCheck::Unknown("vaultd did not answer within 2 s".into()),
+    }
+}
+
+async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
+    // The snippet names the socket: locate it first, for the clearer error.
+    socket()?;
     let dirs = Dirs::from_env(None)?;
     let token_file = match &args.token_file {
         Some(f) => f.clone(),
@@ -1051,13 +1254,32 @@ fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
         McpClient::Vscode => ".vscode/mcp.json",
         McpClient::Codex => "~/.codex/config.toml",
     };
-    if !token_file.exists() {
-        eprintln!(
-            "note: {} does not exist yet: create the agent's token there with `vaultctl agent add {} --token-file {}`",
-            token_file.display(),
-            args.agent,
-            token_file.display()
-        );
+    let (name, tf) = (&args.agent, token_file.display());
+    let missing_file = !token_file.exists();
+    match check_agent(name).await {
+        AgentCheck::Missing => eprintln!(
+            "warning: the vault has no agent named {name:?}: create it and its token with `vaultctl agent add {name} --token-file {tf}`, and grant it capabilities in the policy (`agents = [\"{name}\"]`)"
+        ),
+        AgentCheck::HasToken if missing_file => eprintln!(
+            "note: {tf} does not exist yet, and agent {name} already has a token (printed once, by `vaultctl agent add`): save that token there (mode 0600), or issue a new one with `vaultctl agent rm {name} && vaultctl agent add {name} --token-file {tf}`, which revokes the old token (every client using it stops working)"
+        ),
+        AgentCheck::NoToken | AgentCheck::HasToken => {
+            if missing_file {
+                eprintln!(
+                    "note: {tf} does not exist yet: create the agent's token there with `vaultctl agent add {name} --token-file {tf}`"
+                );
+            }
+        }
+        AgentCheck::Unknown(why) => {
+            eprintln!(
+                "note: could not check that agent {name} exists ({why}); `vaultctl agent list` shows the agents once the vault is unlocked"
+            );
+            if missing_file {
+                eprintln!(
+                    "note: {tf} does not exist yet: create the agent's token there with `vaultctl agent add {name} --token-file {tf}`"
+                );
+            }
+        }
     }
     eprintln!("merge this into {where_}:");
     Ok(out)

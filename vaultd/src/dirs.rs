@@ -48,6 +48,26 @@ impl Dirs {
     /// Locations from the environment. `config_override` is `--config FILE`.
     pub fn from_env(config_override: Option<&Path>) -> Result<Dirs, Error> {
         let socket = vault_proto::paths::socket_path().map_err(|e| Error::Config(e.to_string()))?;
+        Self::with_socket(config_override, socket)
+    }
+
+    /// Locations for a command that never talks to the daemon (`vaultctl
+    /// init`), which must not need `XDG_RUNTIME_DIR`: when the socket cannot
+    /// be located, `socket` is a placeholder in the vault's own directory
+    /// (only its directory is ever created from it, and that exists anyway).
+    pub fn from_env_without_daemon() -> Result<Dirs, Error> {
+        match vault_proto::paths::socket_path() {
+            Ok(socket) => Self::with_socket(None, socket),
+            Err(vault_proto::paths::PathError::NoRuntimeDir) => {
+                let mut d = Self::with_socket(None, PathBuf::new())?;
+                d.socket = d.vault_file.with_file_name(vault_proto::paths::SOCKET_NAME);
+                Ok(d)
+            }
+            Err(e) => Err(Error::Config(e.to_string())),
+        }
+    }
+
+    fn with_socket(config_override: Option<&Path>, socket: PathBuf) -> Result<Dirs, Error> {
         let home = vault_proto::paths::vaultd_home().map_err(|e| Error::Config(e.to_string()))?;
         let mut dirs = match home {
             Some(home) => Dirs {

@@ -71,8 +71,19 @@ impl KdfParams {
         parallelism: 1,
     };
 
+    /// The argon2id memory a vault may ask for, in MiB.
+    pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 8..=4096;
+
     /// Parameters from `init` flags, checked.
     pub fn new(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
+        // In MiB, as the user typed it (times 1024 it would read as KiB, or saturate).
+        if !Self::MEMORY_MIB.contains(&memory_mib) {
+            return Err(Error::Invalid(format!(
+                "bad KDF parameters: --kdf-memory-mib must be {}..={} (MiB), got {memory_mib}",
+                Self::MEMORY_MIB.start(),
+                Self::MEMORY_MIB.end()
+            )));
+        }
         let p = KdfParams {
             memory_kib: memory_mib.saturating_mul(1024),
             iterations,
@@ -85,9 +96,15 @@ impl KdfParams {
 
     /// Bounds that keep a hostile header from making unlock take forever or exhaust memory.
     fn check(&self) -> std::result::Result<(), String> {
-        if !(8 * 1024..=4 * 1024 * 1024).contains(&self.memory_kib) {
+        let (lo, hi) = (
+            Self::MEMORY_MIB.start() * 1024,
+            Self::MEMORY_MIB.end() * 1024,
+        );
+        if !(lo..=hi).contains(&self.memory_kib) {
             return Err(format!(
-                "memory must be 8..=4096 MiB, got {} KiB",
+                "memory must be {}..={} MiB, got {} KiB",
+                Self::MEMORY_MIB.start(),
+                Self::MEMORY_MIB.end(),
                 self.memory_kib
             ));
         }

@@ -25,6 +25,9 @@ fn main() {
     };
     let code = match rt.block_on(vaultd::ctl::run(cli)) {
         Ok(code) => code,
+        // Stdout was closed under us (`vaultctl status | head -1`): end quietly,
+        // with the status of a program ended by SIGPIPE.
+        Err(e) if e.downcast_ref::<vaultd::ctl::StdoutClosed>().is_some() => 141,
         Err(e) => {
             // One line: the message, then each cause it does not already spell out
             // (an error that prints its OS error would otherwise show it twice).
