@@ -4,9 +4,10 @@
 //! `--passphrase-fd N` / `--from-fd N` (the inherited descriptor itself, read
 //! from its current position: a pipe, a socket or a file), or from stdin;
 //! never from argv. From one descriptor, the passphrase (up to its newline)
-//! is read first, then the new passphrase or the secret. Every command that changes the vault sends the
-//! passphrase with the request. Errors are one line on stderr and a non-zero
-//! exit.
+//! is read first, then the new passphrase or the secret. Every command that
+//! changes the vault sends the passphrase with the request. Errors are one
+//! line on stderr and a non-zero exit; a closed stdout ends vaultctl quietly
+//! with 141 (as SIGPIPE would).
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
