@@ -271,7 +271,7 @@ fn execute(env: &VaultEnv, token: &str, path: &str) -> (u32, String) {
 /// removes one it created.
 #[test]
 fn token_file_is_checked_before_the_agent_is_created() {
-    let (env, _d) = unlocked_env();
+    let (env, mut d) = unlocked_env();
     let dir = env.root().join("tokens");
     std::fs::create_dir_all(&dir).unwrap();
     let vault_before = std::fs::read(env.vault_path()).unwrap();
@@ -316,6 +316,22 @@ fn token_file_is_checked_before_the_agent_is_created() {
     assert!(
         !other.exists(),
         "a refused agent add left {}",
+        other.display()
+    );
+    // Nor when vaultd is not there to ask.
+    d.kill9();
+    let out = env.ctl_pass(&[
+        "agent",
+        "add",
+        "b",
+        "--token-file",
+        &other.to_string_lossy(),
+    ]);
+    out.assert_fail();
+    assert!(out.stderr.contains("not running"), "{out}");
+    assert!(
+        !other.exists(),
+        "agent add without vaultd left {}",
         other.display()
     );
 }

@@ -700,15 +700,17 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 // The file is opened (created 0600) before the agent exists, so a
                 // path that cannot be written creates nothing.
                 let mut out_file = token_file.as_deref().map(TokenFile::open).transpose()?;
-                let mut c = connect().await?;
-                let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
-                let r = c
-                    .add_agent(AddAgentRequest {
+                let r = async {
+                    let mut c = connect().await?;
+                    let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
+                    c.add_agent(AddAgentRequest {
                         passphrase: p.to_vec(),
                         name: name.clone(),
                     })
                     .await
-                    .map_err(rpc);
+                    .map_err(rpc)
+                }
+                .await;
                 let r = match r {
                     Ok(r) => r.into_inner(),
                     Err(e) => {
