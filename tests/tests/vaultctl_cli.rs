@@ -503,6 +503,29 @@ fn closed_stdout_is_not_a_panic() {
             "{out}"
         );
     }
+    // `agent add` whose token cannot be printed: the agent exists, so it is an
+    // error that says how to recover, not a quiet exit.
+    let (r, w) = std::io::pipe().expect("pipe");
+    drop(r);
+    let pass = file_at(&env, "pass.txt", format!("{PASSPHRASE}\n").as_bytes(), 0);
+    let args = ["--passphrase-fd", "3", "agent", "add", "z"];
+    let mut cmd = env.command(&env.bins().vaultctl);
+    cmd.args(args).stdout(w).stderr(Stdio::piped());
+    cmd.fd_mappings(vec![FdMapping {
+        parent_fd: pass,
+        child_fd: 3,
+    }])
+    .expect("fd 3");
+    let child = cmd.spawn().expect("spawn");
+    drop(cmd);
+    let out = finish(&env, &args, child);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("could not be printed")
+            && out.stderr.contains("vaultctl agent rm z")
+            && !out.stderr.contains("panicked"),
+        "{out}"
+    );
 }
 
 /// `--kdf-memory-mib` out of range is reported in MiB as typed, with the range.

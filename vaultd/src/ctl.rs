@@ -734,10 +734,20 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                         r.name,
                         path.display()
                     );
-                } else if json {
-                    outln!("{}", serde_json::json!({"name": r.name, "token": r.token}));
                 } else {
-                    outln!("{}", r.token);
+                    let line = if json {
+                        serde_json::json!({"name": r.name, "token": r.token}).to_string()
+                    } else {
+                        r.token.clone()
+                    };
+                    let mut stdout = std::io::stdout().lock();
+                    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                        bail!(
+                            "agent {name} was created, but its token could not be printed ({e}) and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name}` again"
+                        );
+                    }
+                }
+                if token_file.is_none() && !json {
                     eprintln!(
                         "agent {} created. This token is shown once: give it to the MCP client (`vaultctl mcp-config --agent {}`).",
                         r.name, r.name
