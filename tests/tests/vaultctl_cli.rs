@@ -1,9 +1,16 @@
 //! vaultctl's command line as a user meets it, on the real binaries
 //! (acceptance audit, area "cli", items 4, 5, 8, 10, 11 and 12).
 //!
-//! - `fd_*`: `--passphrase-fd`, `--new-passphrase-fd` and `--from-fd` read the
+//! - `fd_*` (4): `--passphrase-fd`, `--new-passphrase-fd` and `--from-fd` read the
 //!   inherited descriptor itself: at its offset, from a socket, and one
 //!   descriptor can carry the passphrase then the new passphrase or the secret.
+//! - `token_file_*` (5): `agent add --token-file` opens the file before the
+//!   agent is created.
+//! - `audit_follow_*` (8): a follow ended by `lock` says so, exit 1.
+//! - `init_without_xdg_runtime_dir` (10).
+//! - `uninitialized_then_locked_*`, `mcp_config_advice_works` (11): next steps
+//!   that work.
+//! - `closed_stdout_*`, `kdf_*`, `oversized_*` (12).
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::fd::OwnedFd;
