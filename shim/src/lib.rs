@@ -6,10 +6,12 @@
 //!
 //! Layout: [`cli`] (the command line), [`server`] (MCP tools and dispatch),
 //! [`daemon`] (the connection to vaultd), [`render`] (answers to tool-result
-//! JSON and refusals), [`stdio`] (the transport).
+//! JSON and refusals), [`stdio`] (the transport), [`token`] (the agent
+//! token, read again from its file when it stops working).
 
 pub mod cli;
 pub mod daemon;
 pub mod render;
 pub mod server;
 pub mod stdio;
+pub mod token;

@@ -41,6 +41,16 @@ impl Refusal {
         codes::code_of(message).map(|_| Self(message.to_owned()))
     }
 
+    /// The same refusal with `; more` appended (a next step the sender could not know).
+    pub fn followed_by(&self, more: impl fmt::Display) -> Self {
+        Self(format!("{}; {more}", self.0.trim_end_matches(['.', ' '])))
+    }
+
+    /// Whether this is an `unknown_agent` refusal.
+    pub fn is_unknown_agent(&self) -> bool {
+        codes::code_of(&self.0) == Some(UNKNOWN_AGENT)
+    }
+
     /// The text block.
     pub fn text(&self) -> &str {
         &self.0
@@ -76,20 +86,37 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// No agent token was configured.
+/// No agent token was configured. Nothing this process reads can change
+/// that, so the MCP client must start it again.
 pub fn no_token() -> Refusal {
     Refusal::new(
         UNKNOWN_AGENT,
-        "no agent token: set VAULTD_AGENT_TOKEN or pass --token-file (create one with `vaultctl agent add NAME`)",
+        "no agent token: give vault-mcp `--token-file FILE` (or set VAULTD_AGENT_TOKEN) in the MCP client's \
+         configuration (`vaultctl mcp-config --agent NAME` prints it; create the agent with \
+         `vaultctl agent add NAME --token-file FILE`), then restart the MCP client",
     )
 }
 
-/// The token file could not be used.
+/// vaultd names no agent for this token (`vault_status`'s reason for a null
+/// `agent`; the other tools get vaultd's own `unknown_agent` refusal).
+pub fn unknown_token() -> Refusal {
+    Refusal::new(
+        UNKNOWN_AGENT,
+        "this agent token is not known to the vault (mistyped or revoked); ask the user to create one with \
+         `vaultctl agent add NAME` and configure it with `vaultctl mcp-config --agent NAME`",
+    )
+}
+
+/// The token file could not be used. vault-mcp reads it again on the next
+/// call, so fixing the file is enough.
 pub fn bad_token_file(path: &Path, why: impl fmt::Display) -> Refusal {
     Refusal::new(
         UNKNOWN_AGENT,
         format_args!(
-            "cannot use the token file {}: {why}; write the token printed by `vaultctl agent add NAME` into it, or set VAULTD_AGENT_TOKEN",
+            "cannot use the token file {}: {why}; write the agent's token into it \
+             (`vaultctl agent add NAME --token-file {}` does) and call again: vault-mcp reads the file \
+             again, no restart needed",
+            path.display(),
             path.display()
         ),
     )
@@ -323,6 +350,18 @@ pub struct AgentState {
     pub state: String,
     /// The agent this connection's token names; null when the token is unknown or the vault is locked.
     pub agent: Option<String>,
+    /// When `agent` is null because of the token (none configured, unusable
+    /// token file, unknown to the vault): why, and what to do. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl AgentState {
+    /// This state with `why` (an `unknown_agent` refusal) as its hint.
+    pub fn with_hint(mut self, why: &Refusal) -> Self {
+        self.hint = Some(why.text().to_owned());
+        self
+    }
 }
 
 impl From<AgentStatusResponse> for AgentState {
@@ -330,6 +369,7 @@ impl From<AgentStatusResponse> for AgentState {
         Self {
             state: reply.state,
             agent: non_empty(reply.agent),
+            hint: None,
         }
     }
 }
@@ -641,9 +681,22 @@ mod tests {
 
     #[test]
     fn no_token_text() {
+        let r = no_token();
+        assert!(r.is_unknown_agent());
+        assert!(
+            r.text()
+                .starts_with("unknown_agent: no agent token: give vault-mcp `--token-file FILE`")
+                && r.text().ends_with("then restart the MCP client"),
+            "{r}"
+        );
+        assert!(
+            !connect_failed(&ConnectError::NotRunning { path: "/s".into() }).is_unknown_agent()
+        );
         assert_eq!(
-            no_token().text(),
-            "unknown_agent: no agent token: set VAULTD_AGENT_TOKEN or pass --token-file (create one with `vaultctl agent add NAME`)"
+            Refusal::new(UNKNOWN_AGENT, "not known.")
+                .followed_by("do this")
+                .text(),
+            "unknown_agent: not known; do this"
         );
     }
 
@@ -651,6 +704,7 @@ mod tests {
     fn every_refusal_starts_with_a_known_code() {
         let all = [
             no_token(),
+            unknown_token(),
             bad_token_file(Path::new("/t"), "empty"),
             no_socket("cannot locate vaultd's socket"),
             connect_failed(&ConnectError::Timeout {

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use rmcp::handler::server::common::schema_for_empty_input;
@@ -24,6 +25,7 @@ use vault_proto::v1::{ExecuteRequest, Header};
 
 use crate::daemon::Daemon;
 use crate::render::{self, AgentState, Executed, Refusal, Services};
+use crate::token::AgentToken;
 
 /// Shown to the model when the client connects.
 pub const INSTRUCTIONS: &str = "\
@@ -63,8 +65,9 @@ normal result. A refusal by the vault is an error whose text starts with a code 
 says what to do.";
 
 const VAULT_STATUS: &str = "Tell whether the vault is unlocked and which agent identity this connection has. \
-Returns JSON {state: \"unlocked\" | \"locked\" | \"uninitialized\", agent: name or null}. Use it after a \
-`locked` or `unknown_agent` refusal, or to check that the vault is ready.";
+Returns JSON {state: \"unlocked\" | \"locked\" | \"uninitialized\", agent: name or null}, plus `hint` when \
+`agent` is null because of the agent token (none configured, unreadable token file, unknown to the vault): why, \
+and what the user should do. Use it after a `locked` or `unknown_agent` refusal, or to check that the vault is ready.";
 
 /// Arguments of `execute`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -97,32 +100,25 @@ pub struct ExecuteArgs {
     pub reason: Option<String>,
 }
 
-/// The agent token: never logged, never shown.
-pub struct Token(String);
+pub use crate::token::Token;
 
-impl Token {
-    /// Wraps a token read from the environment or the token file.
-    pub fn new(token: String) -> Self {
-        Self(token)
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token([REDACTED])")
-    }
-}
-
-/// The MCP server: no state beyond the daemon connection.
+/// The MCP server: no state beyond the daemon connection and the agent token.
 pub struct VaultMcp {
     daemon: Daemon,
-    token: Result<Token, Refusal>,
+    token: AgentToken,
     tools: Arc<[Tool]>,
 }
 
 impl VaultMcp {
-    /// A server forwarding to `daemon` as the agent `token` names (or refusing with its error).
+    /// A server forwarding to `daemon` as the agent `token` names (or refusing
+    /// with its error); the token never changes.
     pub fn new(daemon: Daemon, token: Result<Token, Refusal>) -> Self {
+        Self::with_token(daemon, AgentToken::fixed(token))
+    }
+
+    /// A server forwarding to `daemon` with the agent token `token` gives
+    /// (read again from its file when needed, see [`crate::token`]).
+    pub fn with_token(daemon: Daemon, token: AgentToken) -> Self {
         Self {
             daemon,
             token,
@@ -130,23 +126,63 @@ impl VaultMcp {
         }
     }
 
-    fn token(&self) -> Result<&str, Refusal> {
-        self.token
-            .as_ref()
-            .map(|t| t.0.as_str())
-            .map_err(Clone::clone)
+    /// Runs `call` with the current token. When vaultd does not know it and
+    /// the token file now holds another one, runs it once more with that:
+    /// only for calls that change nothing (`list_services`, `vault_status`).
+    async fn as_agent<T, F, Fut>(&self, call: F) -> Result<T, Refusal>
+    where
+        F: Fn(Arc<Token>) -> Fut,
+        Fut: Future<Output = Result<T, Refusal>>,
+    {
+        let token = self.token.current()?;
+        match call(token.clone()).await {
+            Err(refusal) if refusal.is_unknown_agent() => match self.token.refresh(&token) {
+                Some(fresh) => call(fresh).await.map_err(|r| self.unknown(r)),
+                None => Err(self.token.unknown(refusal)),
+            },
+            other => other,
+        }
+    }
+
+    /// `unknown_agent` explained with where the token comes from; other refusals unchanged.
+    fn unknown(&self, refusal: Refusal) -> Refusal {
+        if refusal.is_unknown_agent() {
+            self.token.unknown(refusal)
+        } else {
+            refusal
+        }
     }
 
     async fn list_services(&self) -> Result<CallToolResult, Refusal> {
-        let token = self.token()?;
-        let services = Services::from(self.daemon.list_services(token).await?);
-        Ok(structured(&services))
+        let reply = self
+            .as_agent(|token| async move { self.daemon.list_services(token.as_str()).await })
+            .await?;
+        Ok(structured(&Services::from(reply)))
     }
 
+    /// The vault's state whatever the token: with none (or an unusable token
+    /// file) the daemon is asked with an empty one, which names no agent.
+    /// When the agent is null, `hint` says why and what to do.
     async fn vault_status(&self) -> Result<CallToolResult, Refusal> {
-        let token = self.token()?;
-        let state = AgentState::from(self.daemon.agent_status(token).await?);
-        Ok(structured(&state))
+        let token = match self.token.current() {
+            Ok(token) => token,
+            Err(why) => {
+                let reply = self.daemon.agent_status("").await?;
+                return Ok(structured(&AgentState::from(reply).with_hint(&why)));
+            }
+        };
+        let mut reply = self.daemon.agent_status(token.as_str()).await?;
+        // Unlocked but the token names no agent: as `unknown_agent` elsewhere.
+        if reply.agent.is_empty() && reply.state == "unlocked" {
+            if let Some(fresh) = self.token.refresh(&token) {
+                reply = self.daemon.agent_status(fresh.as_str()).await?;
+            }
+            if reply.agent.is_empty() {
+                let why = self.token.unknown(render::unknown_token());
+                return Ok(structured(&AgentState::from(reply).with_hint(&why)));
+            }
+        }
+        Ok(structured(&AgentState::from(reply)))
     }
 
     async fn execute(&self, arguments: JsonObject) -> Result<CallToolResult, Refusal> {
@@ -155,11 +191,11 @@ impl VaultMcp {
         if body.len() > render::MAX_REQUEST_BODY {
             return Err(render::body_too_large(body.len()));
         }
-        let token = self.token()?;
+        let token = self.token.current()?;
         let reply = self
             .daemon
             .execute(ExecuteRequest {
-                agent_token: token.to_owned(),
+                agent_token: token.as_str().to_owned(),
                 capability: args.capability,
                 method: args.method,
                 path: args.path,
@@ -168,7 +204,8 @@ impl VaultMcp {
                 body: body.into_bytes(),
                 reason: args.reason.unwrap_or_default(),
             })
-            .await?;
+            .await
+            .map_err(|refusal| self.execute_refused(refusal, &token))?;
         // One text block only: the body can be large, so it is not repeated as
         // structuredContent, and the decoded body is freed as soon as it is text.
         let text = serde_json::to_string(&Executed::from(reply)).unwrap_or_default();
@@ -247,6 +284,27 @@ fn execute_args(arguments: JsonObject) -> Result<ExecuteArgs, Refusal> {
     // What is left for serde: unknown fields.
     serde_json::from_value(Value::Object(arguments))
         .map_err(|e| render::bad_arguments("execute", e))
+}
+
+impl VaultMcp {
+    /// An `execute` refused with `unknown_agent`. It is not repeated with a
+    /// new token from the token file, because vaultd gives the same refusal to
+    /// a call aborted by `vaultctl agent rm` while it ran, which may have
+    /// reached the API; the next call uses the new token.
+    fn execute_refused(&self, refusal: Refusal, used: &Token) -> Refusal {
+        if !refusal.is_unknown_agent() {
+            return refusal;
+        }
+        match (self.token.refresh(used), self.token.file()) {
+            (Some(_), Some(path)) => refusal.followed_by(format_args!(
+                "vault-mcp has now read a new token from {} and uses it from the next call on: call again \
+                 (this call was refused with the old token; it reached the API only if it was already \
+                 running when that agent was removed)",
+                path.display()
+            )),
+            _ => self.token.unknown(refusal),
+        }
+    }
 }
 
 fn pairs(map: Option<BTreeMap<String, String>>) -> Vec<Header> {
@@ -372,9 +430,9 @@ impl ServerHandler for VaultMcp {
         };
         let result = match outcome {
             Ok(result) => result,
-            Err(refusal) => match self.token.as_ref() {
-                Ok(token) => refused(&refusal.without(&token.0)),
-                Err(_) => refused(&refusal),
+            Err(refusal) => match self.token.cached() {
+                Some(token) => refused(&refusal.without(token.as_str())),
+                None => refused(&refusal),
             },
         };
         Ok(result.into())
@@ -528,6 +586,19 @@ mod tests {
             unreachable!()
         };
         assert!(execute_args(ok).is_ok());
+    }
+
+    #[test]
+    fn vault_status_output_schema_allows_the_optional_hint() {
+        let tools = tools();
+        let t = tools.iter().find(|t| t.name == "vault_status").unwrap();
+        let schema = Value::Object(t.output_schema.as_deref().cloned().unwrap());
+        for field in ["state", "agent", "hint"] {
+            assert!(schema["properties"].get(field).is_some(), "{schema}");
+        }
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
+        assert!(required.contains(&json!("state")), "{schema}");
+        assert!(!required.contains(&json!("hint")), "{schema}");
     }
 
     #[test]

@@ -470,9 +470,17 @@ fn an_unknown_token_is_refused_by_the_daemon() {
         "{r}"
     );
     let r = s.call_tool(3, "vault_status", json!({}));
+    let st = &r["structuredContent"];
     assert_eq!(
-        r["structuredContent"],
-        json!({"state": "unlocked", "agent": null})
+        (&st["state"], &st["agent"]),
+        (&json!("unlocked"), &Value::Null),
+        "{r}"
+    );
+    // Why, and that a token from the environment needs a client restart.
+    let hint = st["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.starts_with("unknown_agent: ") && hint.contains("restart the MCP client"),
+        "{r}"
     );
     s.finish();
     daemon.stop(&rt);

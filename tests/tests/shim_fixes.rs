@@ -5,12 +5,20 @@
 //! - item 5: a wrongly typed `execute` argument is refused naming the argument,
 //!   what it must be and what it got; nothing reaches the upstream;
 //! - item 7: a hung (SIGSTOPped) daemon is reported with the time actually
-//!   waited for it (the first call used to wait 15 s and say "5s").
+//!   waited for it (the first call used to wait 15 s and say "5s");
+//! - item 3: a `--token-file` written, or rewritten by `agent rm` + `agent add
+//!   --token-file` of the same file, is picked up by the running session (it
+//!   used to be read once, at start-up); a token from `VAULTD_AGENT_TOKEN`
+//!   cannot change, and the refusal says to restart the MCP client;
+//! - item 8: `vault_status` reports the vault's state with no token configured
+//!   (it used to be an `unknown_agent` error), with a hint saying why `agent` is null.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use vaultd_tests::{Daemon, TlsKind, Upstream, VaultEnv, assert_no_canary};
+use vaultd_tests::{
+    Daemon, McpOptions, TlsKind, ToolResult, Upstream, VaultEnv, assert_absent, assert_no_canary,
+};
 
 const CANARY: &str = "CANARY-shimfix-5e0b7c13a9";
 
@@ -19,14 +27,27 @@ fn setup(up: &Upstream, env: &VaultEnv) -> Daemon {
     env.allow_ports(&[up.port()]);
     let d = env.start_unlocked();
     env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&vaultd_tests::policy::one_service(
+    env.apply_policy(&policy(up, env));
+    d
+}
+
+fn policy(up: &Upstream, env: &VaultEnv) -> String {
+    vaultd_tests::policy::one_service(
         env,
         &up.url(),
         "",
         "echo",
         r#"allow = ["GET /echo/**", "POST /echo/**"]"#,
-    ));
-    d
+    )
+}
+
+/// `agent rm a`, then `agent add a --token-file file` and the policy applied
+/// again (removing an agent drops its grants).
+fn replace_agent(up: &Upstream, env: &VaultEnv, file: &str) {
+    env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
+    env.ctl_pass(&["agent", "add", "a", "--token-file", file])
+        .assert_ok();
+    env.apply_policy(&policy(up, env));
 }
 
 fn echo() -> Value {
@@ -189,6 +210,203 @@ fn a_hung_daemon_is_reported_with_the_time_actually_waited() {
         "unlocked"
     );
     mcp.execute(echo()).assert_ok();
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
+/// The token `vaultctl agent add NAME --token-file FILE` wrote.
+fn read_token(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+#[track_caller]
+fn refused_containing(r: &ToolResult, code: &str, parts: &[&str]) {
+    r.assert_refused(code);
+    for part in parts {
+        assert!(r.text.contains(part), "missing {part:?} in: {}", r.text);
+    }
+}
+
+#[test]
+fn a_token_file_written_or_rewritten_later_is_used_without_a_restart() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = setup(&up, &env);
+    // The README's onboarding order: the MCP client is configured (and started)
+    // before the agent's token file exists. In inputs/, outside the canary scan,
+    // so that the scan can look for the token everywhere else.
+    let file = env.inputs_dir().join("late.token");
+    let f = file.to_string_lossy().into_owned();
+    let mcp = env.mcp_with(McpOptions {
+        token_file: Some(file.clone()),
+        ..McpOptions::default()
+    });
+    refused_containing(
+        &mcp.call("list_services", json!({})),
+        "unknown_agent",
+        &[
+            "cannot use the token file",
+            &f,
+            "--token-file",
+            "no restart needed",
+        ],
+    );
+    // vault_status still reports the vault, and why there is no agent.
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(
+        (&st["state"], &st["agent"]),
+        (&json!("unlocked"), &Value::Null),
+        "{st}"
+    );
+    assert!(
+        st["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("cannot use the token file")),
+        "{st}"
+    );
+
+    // The user creates the agent into that file: the same session works.
+    env.ctl_pass(&["agent", "add", "a", "--token-file", &f])
+        .assert_ok();
+    let first = read_token(&file);
+    let services = mcp.call("list_services", json!({})).assert_ok();
+    assert_eq!(services["agent"], "a", "{services}");
+    mcp.execute(echo()).assert_ok();
+    let sent = up.request_count();
+
+    // Revoked and created again into the same file: idempotent tools retry
+    // with the new token at once...
+    replace_agent(&up, &env, &f);
+    let second = read_token(&file);
+    assert_ne!(first, second);
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(st["agent"], "a", "{st}");
+    assert!(st.get("hint").is_none(), "{st}");
+    mcp.execute(echo()).assert_ok();
+    assert_eq!(up.request_count(), sent + 1);
+
+    // ...and `execute` is not repeated behind the agent's back (vaultd answers
+    // a call aborted by `agent rm` with the same refusal): it says the new
+    // token is in use, and the next call goes through.
+    replace_agent(&up, &env, &f);
+    let third = read_token(&file);
+    refused_containing(
+        &mcp.execute(echo()),
+        "unknown_agent",
+        &["has now read a new token from", &f, "call again"],
+    );
+    assert_eq!(
+        up.request_count(),
+        sent + 1,
+        "the refused call reached the upstream"
+    );
+    mcp.execute(echo()).assert_ok();
+    assert_eq!(up.request_count(), sent + 2);
+
+    // Revoked and not replaced: the refusal says what to do with the file.
+    env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
+    refused_containing(
+        &mcp.call("list_services", json!({})),
+        "unknown_agent",
+        &["holds this same token", "--token-file", "no restart needed"],
+    );
+    // The file removed: the file's problem, then it is read again each call.
+    std::fs::remove_file(&file).unwrap();
+    refused_containing(
+        &mcp.call("list_services", json!({})),
+        "unknown_agent",
+        &["cannot use the token file", "No such file"],
+    );
+    env.ctl_pass(&["agent", "add", "a", "--token-file", &f])
+        .assert_ok();
+    assert_eq!(
+        mcp.call("list_services", json!({})).assert_ok()["agent"],
+        "a"
+    );
+
+    let stderr = mcp.server_stderr();
+    drop(mcp);
+    let all = env.all_outputs();
+    for token in [&first, &second, &third, &read_token(&file)] {
+        assert_absent(&all, token.as_bytes(), "every output");
+        assert!(!stderr.contains(token.as_str()));
+    }
+    assert_no_canary(&env, CANARY);
+}
+
+#[test]
+fn a_token_from_the_environment_says_to_restart_the_mcp_client() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = setup(&up, &env);
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    mcp.execute(echo()).assert_ok();
+    env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
+    env.add_agent("a");
+    for tool in ["list_services", "execute"] {
+        let args = if tool == "execute" { echo() } else { json!({}) };
+        refused_containing(
+            &mcp.call(tool, args),
+            "unknown_agent",
+            &["VAULTD_AGENT_TOKEN", "restart the MCP client"],
+        );
+    }
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(
+        (&st["state"], &st["agent"]),
+        (&json!("unlocked"), &Value::Null),
+        "{st}"
+    );
+    assert!(
+        st["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("restart the MCP client")),
+        "{st}"
+    );
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
+#[test]
+fn vault_status_without_a_token_reports_the_vault_state() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = setup(&up, &env);
+    env.add_agent("a");
+    let mcp = env.mcp_with(McpOptions::default());
+    let r = mcp.call("vault_status", json!({}));
+    let st = r.assert_ok();
+    assert_eq!(
+        (&st["state"], &st["agent"]),
+        (&json!("unlocked"), &Value::Null),
+        "{st}"
+    );
+    assert!(
+        st["hint"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("unknown_agent: no agent token")
+                && h.contains("restart the MCP client")),
+        "{st}"
+    );
+    assert_eq!(
+        r.structured.as_ref(),
+        Some(&st),
+        "structuredContent is the text block"
+    );
+    env.lock();
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(st["state"], "locked", "{st}");
+    // The other tools still refuse, and say the client must be restarted.
+    env.unlock();
+    refused_containing(
+        &mcp.call("list_services", json!({})),
+        "unknown_agent",
+        &["no agent token", "--token-file", "restart the MCP client"],
+    );
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }

@@ -1,0 +1,293 @@
+//! The agent token, and where it comes from.
+//!
+//! `VAULTD_AGENT_TOKEN` is this process's environment: it cannot change
+//! while the MCP client keeps vault-mcp running, so a wrong one is fixed only
+//! by restarting the client, and the refusals say so. A `--token-file` can:
+//! the file is read at start-up, and read again
+//!
+//! - on every call while the token it gave is unusable (file missing, empty,
+//!   unreadable): the user's fix, writing the file, is seen on the next call;
+//! - when vaultd answers `unknown_agent` (the agent was removed, and perhaps
+//!   added again with `vaultctl agent add NAME --token-file` into the same file):
+//!   if the file now holds another token, the caller retries with it.
+//!
+//! A token that works costs no file access per call: one uncontended mutex.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::render::{self, Refusal};
+
+/// The environment variable holding the agent token.
+pub const TOKEN_ENV: &str = "VAULTD_AGENT_TOKEN";
+/// A token file is read up to this size: tokens are short.
+const MAX_TOKEN_FILE: u64 = 4096;
+
+/// The agent token: never logged, never shown.
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token read from the environment or the token file.
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// The token, for the request to vaultd.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token([REDACTED])")
+    }
+}
+
+/// The token this process uses, as it stands now.
+pub struct AgentToken {
+    /// `Some` for `--token-file`: read again as the module docs say.
+    file: Option<PathBuf>,
+    current: Mutex<Result<Arc<Token>, Refusal>>,
+}
+
+impl AgentToken {
+    /// A token that never changes (`VAULTD_AGENT_TOKEN`, or none at all).
+    pub fn fixed(token: Result<Token, Refusal>) -> Self {
+        Self {
+            file: None,
+            current: Mutex::new(token.map(Arc::new)),
+        }
+    }
+
+    /// The token in `path`, read now and again as the module docs say.
+    pub fn from_file(path: PathBuf) -> Self {
+        let current = read_token_file(&path).map(Arc::new);
+        Self {
+            file: Some(path),
+            current: Mutex::new(current),
+        }
+    }
+
+    /// From the command line: `--token-file` when given, else `VAULTD_AGENT_TOKEN`.
+    pub fn configured(file: Option<PathBuf>) -> Self {
+        match file {
+            Some(path) => Self::from_file(path),
+            None => Self::fixed(match std::env::var(TOKEN_ENV) {
+                Ok(value) if !value.trim().is_empty() => Ok(Token::new(value.trim().to_owned())),
+                _ => Err(render::no_token()),
+            }),
+        }
+    }
+
+    /// The token file, if the token comes from one.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Result<Arc<Token>, Refusal>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The token to call with, or why there is none. A token file that gave
+    /// none is read again first.
+    pub fn current(&self) -> Result<Arc<Token>, Refusal> {
+        let mut slot = self.slot();
+        if let (Err(_), Some(path)) = (&*slot, &self.file) {
+            *slot = read_token_file(path).map(Arc::new);
+        }
+        slot.clone()
+    }
+
+    /// The token last read, without reading anything.
+    pub fn cached(&self) -> Option<Arc<Token>> {
+        self.slot().as_ref().ok().cloned()
+    }
+
+    /// vaultd did not know `used`: the token to retry with, when the token
+    /// file now holds another one (another call may have read it already).
+    /// `None` when there is nothing new: then [`AgentToken::unknown`] says why.
+    pub fn refresh(&self, used: &Token) -> Option<Arc<Token>> {
+        let path = self.file.as_ref()?;
+        let mut slot = self.slot();
+        if let Ok(token) = &*slot
+            && token.0 != used.0
+        {
+            return Some(token.clone());
+        }
+        *slot = read_token_file(path).map(Arc::new);
+        match &*slot {
+            Ok(token) if token.0 != used.0 => Some(token.clone()),
+            _ => None,
+        }
+    }
+
+    /// The refusal for a token vaultd does not know (`refusal`, its
+    /// `unknown_agent`), after [`AgentToken::refresh`] found nothing new:
+    /// what the user can do, and whether the MCP client must be restarted.
+    pub fn unknown(&self, refusal: Refusal) -> Refusal {
+        match &self.file {
+            None => refusal.followed_by(format_args!(
+                "vault-mcp read this token from {TOKEN_ENV} when it started and cannot see a new one: \
+                 after fixing the token in the MCP client's configuration, restart the MCP client"
+            )),
+            Some(path) => match &*self.slot() {
+                // The file itself is the problem now: say what is wrong with it.
+                Err(file_refusal) => file_refusal.clone(),
+                Ok(_) => refusal.followed_by(format_args!(
+                    "vault-mcp read {} again and it holds this same token: write a valid one there \
+                     (`vaultctl agent add NAME --token-file {}`) and call again, no restart needed",
+                    path.display(),
+                    path.display()
+                )),
+            },
+        }
+    }
+}
+
+/// Reads and trims the token in `path`; whatever is wrong becomes the refusal.
+pub fn read_token_file(path: &Path) -> Result<Token, Refusal> {
+    let mut f = File::open(path).map_err(|e| render::bad_token_file(path, e))?;
+    // The mode of the file actually opened, not of whatever the path names later.
+    let meta = f.metadata().map_err(|e| render::bad_token_file(path, e))?;
+    if !meta.is_file() {
+        return Err(render::bad_token_file(path, "not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        eprintln!(
+            "vault-mcp: warning: token file {} is accessible by other users (mode {mode:03o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let mut content = String::new();
+    f.by_ref()
+        .take(MAX_TOKEN_FILE)
+        .read_to_string(&mut content)
+        .map_err(|e| render::bad_token_file(path, e))?;
+    let token = content.trim();
+    if token.is_empty() {
+        return Err(render::bad_token_file(path, "it is empty"));
+    }
+    Ok(Token::new(token.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn token_file_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(b"  vt_abc123\n\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let token = read_token_file(&path).unwrap();
+        assert_eq!(token.as_str(), "vt_abc123");
+        assert_eq!(format!("{token:?}"), "Token([REDACTED])");
+    }
+
+    #[test]
+    fn token_file_problems_are_unknown_agent_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let r = read_token_file(&missing).unwrap_err();
+        assert!(
+            r.text()
+                .starts_with("unknown_agent: cannot use the token file"),
+            "{r}"
+        );
+        assert!(r.text().contains("no restart needed"), "{r}");
+
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let r = read_token_file(&empty).unwrap_err();
+        assert!(r.text().contains("it is empty"), "{r}");
+
+        let r = read_token_file(dir.path()).unwrap_err();
+        assert!(r.text().starts_with("unknown_agent: "), "{r}");
+    }
+
+    #[test]
+    fn a_readable_token_file_is_still_used() {
+        // Too-open permissions only warn (on stderr).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "vt_open").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_token_file(&path).is_ok());
+    }
+
+    #[test]
+    fn a_missing_file_is_read_again_until_it_holds_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.token");
+        let t = AgentToken::from_file(path.clone());
+        assert!(t.current().unwrap_err().text().contains("No such file"));
+        assert!(t.cached().is_none());
+        std::fs::write(&path, "vt_late\n").unwrap();
+        assert_eq!(t.current().unwrap().as_str(), "vt_late");
+        // Once it works, the file is not read again per call.
+        std::fs::write(&path, "vt_other").unwrap();
+        assert_eq!(t.current().unwrap().as_str(), "vt_late");
+    }
+
+    #[test]
+    fn an_unknown_token_is_replaced_by_a_new_one_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.token");
+        std::fs::write(&path, "vt_old").unwrap();
+        let t = AgentToken::from_file(path.clone());
+        let old = t.current().unwrap();
+        // Same token still in the file: nothing to retry with; the refusal says so.
+        assert!(t.refresh(&old).is_none());
+        let daemon = Refusal::from_daemon("unknown_agent: this agent token is not known").unwrap();
+        let r = t.unknown(daemon.clone());
+        assert!(
+            r.text()
+                .starts_with("unknown_agent: this agent token is not known; vault-mcp read ")
+                && r.text().contains("holds this same token")
+                && r.text().contains("no restart needed"),
+            "{r}"
+        );
+        // A new token: picked up, and a second caller holding the old one gets it without a read.
+        std::fs::write(&path, "vt_new").unwrap();
+        let old = t.current().unwrap();
+        assert_eq!(t.refresh(&old).unwrap().as_str(), "vt_new");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(t.refresh(&old).unwrap().as_str(), "vt_new");
+        // The file gone: the refusal is about the file.
+        let new = t.current().unwrap();
+        assert!(t.refresh(&new).is_none());
+        assert!(
+            t.unknown(daemon)
+                .text()
+                .contains("cannot use the token file")
+        );
+    }
+
+    #[test]
+    fn an_environment_token_says_to_restart_the_client() {
+        let t = AgentToken::fixed(Ok(Token::new("vt_env".into())));
+        let used = t.current().unwrap();
+        assert!(t.refresh(&used).is_none());
+        let r = t.unknown(Refusal::from_daemon("unknown_agent: not known").unwrap());
+        assert!(
+            r.text().contains("VAULTD_AGENT_TOKEN") && r.text().contains("restart the MCP client"),
+            "{r}"
+        );
+        let none = AgentToken::fixed(Err(render::no_token()));
+        assert!(
+            none.current()
+                .unwrap_err()
+                .text()
+                .contains("restart the MCP client")
+        );
+    }
+}
