@@ -452,7 +452,8 @@ fn mcp_config_advice_works() {
     assert!(
         out.stderr.contains("already has a token")
             && out.stderr.contains(&rm_add)
-            && out.stderr.contains("revokes the old token"),
+            && out.stderr.contains("revokes the old token")
+            && out.stderr.contains("vaultctl policy apply"),
         "{out}"
     );
     // The advice, run as given, works.

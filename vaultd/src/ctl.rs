@@ -725,7 +725,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     f.write(format!("{}\n", r.token).as_bytes())
                         .with_context(|| {
                             format!(
-                                "agent {name} was created, but its token could not be written to {} and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name} --token-file FILE` again",
+                                "agent {name} was created, but its token could not be written to {} and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name} --token-file FILE` again (and `vaultctl policy apply` your policy again: `agent rm` also removes its grants)",
                                 path.display()
                             )
                         })?;
@@ -743,7 +743,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     let mut stdout = std::io::stdout().lock();
                     if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
                         bail!(
-                            "agent {name} was created, but its token could not be printed ({e}) and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name}` again"
+                            "agent {name} was created, but its token could not be printed ({e}) and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name}` again (and `vaultctl policy apply` your policy again: `agent rm` also removes its grants)"
                         );
                     }
                 }
@@ -1274,7 +1274,7 @@ async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
             "warning: the vault has no agent named {name:?}: create it and its token with `vaultctl agent add {name} --token-file {tf}`, and grant it capabilities in the policy (`agents = [\"{name}\"]`)"
         ),
         AgentCheck::HasToken if missing_file => eprintln!(
-            "note: {tf} does not exist yet, and agent {name} already has a token (printed once, by `vaultctl agent add`): save that token there (mode 0600), or issue a new one with `vaultctl agent rm {name} && vaultctl agent add {name} --token-file {tf}`, which revokes the old token (every client using it stops working)"
+            "note: {tf} does not exist yet, and agent {name} already has a token (printed once, by `vaultctl agent add`): save that token there (mode 0600), or issue a new one with `vaultctl agent rm {name} && vaultctl agent add {name} --token-file {tf}`, which revokes the old token (every client using it stops working) and the agent's grants (then `vaultctl policy apply` your policy again)"
         ),
         AgentCheck::NoToken | AgentCheck::HasToken => {
             if missing_file {
