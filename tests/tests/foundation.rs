@@ -255,7 +255,10 @@ fn readme_first_use_on_a_fresh_home() {
     let out = env.ctl(&["lock"]);
     out.assert_ok();
     assert!(out.stdout.starts_with("locked"), "{out}");
-    assert_eq!(env.status_json()["state"], "locked");
+    let st = env.status_json();
+    assert_eq!(st["state"], "locked", "{st}");
+    // Sealed contents: the counts are unknown, not zero.
+    assert!(st["secrets"].is_null() && st["agents"].is_null(), "{st}");
     let out = env.ctl(&["secret", "list"]);
     fails_with(&out, &["locked", "vaultctl unlock"]);
 

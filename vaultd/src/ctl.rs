@@ -1026,6 +1026,9 @@ async fn status(json: bool) -> anyhow::Result<i32> {
     };
     let s = c.status(StatusRequest {}).await.map_err(rpc)?.into_inner();
     if json {
+        // The counts are known only while unlocked (the contents are sealed
+        // otherwise): null, not 0, when locked.
+        let known = |n: u32| (s.state == "unlocked").then_some(n);
         outln!(
             "{}",
             serde_json::json!({
@@ -1037,11 +1040,11 @@ async fn status(json: bool) -> anyhow::Result<i32> {
                 "seccomp": s.seccomp,
                 "audit_error": (!s.audit_error.is_empty()).then_some(&s.audit_error),
                 "warnings": s.warnings,
-                "secrets": s.secrets,
-                "services": s.services,
-                "capabilities": s.capabilities,
-                "agents": s.agents,
-                "unlocked_for_secs": s.unlocked_for_secs,
+                "secrets": known(s.secrets),
+                "services": known(s.services),
+                "capabilities": known(s.capabilities),
+                "agents": known(s.agents),
+                "unlocked_for_secs": (s.state == "unlocked").then_some(s.unlocked_for_secs),
                 "vault": s.vault_path,
                 "audit": s.audit_path,
                 "socket": s.socket_path,
