@@ -128,7 +128,8 @@ impl VaultMcp {
 
     /// Runs `call` with the current token. When vaultd does not know it and
     /// the token file now holds another one, runs it once more with that:
-    /// only for calls that change nothing (`list_services`, `vault_status`).
+    /// only for calls that change nothing (`list_services`; `vault_status`
+    /// does the same on a null agent; `execute` is never repeated).
     async fn as_agent<T, F, Fut>(&self, call: F) -> Result<T, Refusal>
     where
         F: Fn(Arc<Token>) -> Fut,
