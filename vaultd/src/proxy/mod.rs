@@ -348,7 +348,7 @@ fn decide(
             None,
         ));
     }
-    if let Some(rule) = cap.deny.iter().find(|r| r.matches(method, &path)) {
+    if let Some(rule) = cap.deny.iter().find(|r| r.denies(method, &path)) {
         return Err((
             Refusal::new(
                 codes::DENIED_BY_RULE,

@@ -785,6 +785,24 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// [`Rule::matches`] for a deny rule, which also matches the path with
+    /// its trailing `/` removed or added: most servers route `/x/` and `/x`
+    /// alike, so `deny = ["GET /secret"]` must refuse `GET /secret/` too
+    /// (deny fails closed; allow rules match exactly).
+    #[must_use]
+    pub fn denies(&self, method: &str, path: &str) -> bool {
+        if self.matches(method, path) {
+            return true;
+        }
+        match path.strip_suffix('/') {
+            Some(bare) if !bare.is_empty() => self.matches(method, bare),
+            Some(_) => false,
+            None => self.matches(method, &format!("{path}/")),
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -1536,6 +1554,26 @@ mod tests {
                 "{text} vs {method} {path}"
             );
         }
+    }
+
+    #[test]
+    fn deny_rules_ignore_a_trailing_slash() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("GET /secret", "/secret", true),
+            ("GET /secret", "/secret/", true),
+            ("GET /secret/", "/secret", true),
+            ("GET /repos/*/*/issues", "/repos/o/r/issues/", true),
+            ("GET /secret", "/secretx/", false),
+            ("GET /secret", "/secret/x", false),
+            ("GET /a/*", "/a/", false),
+            ("GET /**", "/", true),
+            ("GET /x", "/", false),
+        ];
+        for (text, path, want) in cases {
+            assert_eq!(rule(text).denies("GET", path), *want, "{text} vs {path}");
+        }
+        // Allow rules stay exact.
+        assert!(!rule("GET /secret").matches("GET", "/secret/"));
     }
 
     #[test]
