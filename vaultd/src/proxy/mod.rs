@@ -138,6 +138,17 @@ fn for_audit(s: &str, max: usize) -> String {
     clip(&out, max)
 }
 
+/// Whether `s` has a character a person reading the audit log would see:
+/// not only whitespace, control and invisible formatting characters (a
+/// zero-width space is not a reason).
+fn has_visible_text(s: &str) -> bool {
+    s.chars().any(|c| {
+        !(c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}'))
+    })
+}
+
 struct InFlight<'a>(&'a Daemon);
 
 impl Drop for InFlight<'_> {
@@ -374,7 +385,7 @@ fn decide(
             Some("no allow rule matched".into()),
         ));
     };
-    if cap.capability.requires_reason && req.reason.trim().is_empty() {
+    if cap.capability.requires_reason && !has_visible_text(&req.reason) {
         return Err((
             Refusal::new(
                 codes::REASON_REQUIRED,
@@ -476,7 +487,7 @@ fn check_literal_host(svc: &ServiceRuntime) -> Result<(), Refusal> {
         Some(why) => Err(Refusal::new(
             codes::UPSTREAM_ERROR,
             format!(
-                "service {:?} points at a {why} address, which is refused unless the policy sets allow_private_network = true",
+                "service {:?} points at an address that is {why}, which is refused unless the policy sets allow_private_network = true",
                 svc.service.name
             ),
         )),
@@ -692,6 +703,23 @@ async fn call_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reason_needs_visible_text() {
+        for blank in [
+            "",
+            " ",
+            "\t\n",
+            "\u{200B}",
+            "\u{FEFF}\u{2060}",
+            "\u{00AD} \u{202E}",
+        ] {
+            assert!(!has_visible_text(blank), "{blank:?}");
+        }
+        for reason in ["x", " fix issue 12 ", "\u{200B}ok", "日本"] {
+            assert!(has_visible_text(reason), "{reason:?}");
+        }
+    }
 
     #[test]
     fn audit_fields_never_carry_control_or_bidi_characters() {

@@ -114,7 +114,7 @@ impl Resolve for CheckedResolver {
             if ok.is_empty() {
                 let why = refused.unwrap_or("no address");
                 let msg = format!(
-                    "{host} resolves to a {why} address, which services may not reach unless the policy sets allow_private_network = true"
+                    "{host} resolves to an address that is {why}, which services may not reach unless the policy sets allow_private_network = true"
                 );
                 return Err(Box::new(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
