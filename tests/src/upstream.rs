@@ -37,7 +37,7 @@
 //! | segment | answer |
 //! | --- | --- |
 //! | `echo` | 200, JSON [echo object](#the-echo-object) |
-//! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form |
+//! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc`, `echo-b64-lines` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form (`echo-b64-lines`: 42 bytes of `P` then the value, base64 in lines of 76 characters) |
 //! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key`, and a header named after the last word of each (the credential, lowercased as a name) when that is a valid name |
 //! | `echo-gzip` | the echo object gzip-compressed, `Content-Encoding: gzip`, whatever Accept-Encoding says |
 //! | `echo-binary` | `application/octet-stream`: [`BINARY_PREFIX`] + Authorization value + [`BINARY_SUFFIX`] |
@@ -420,6 +420,9 @@ enum Encoding {
     Hex,
     HexUpper,
     UrlEnc,
+    /// Base64 wrapped into lines of 76 characters (MIME, `base64.encodebytes`),
+    /// after 42 bytes of `P`, so that a line break falls inside the credential.
+    B64Lines,
 }
 
 impl Encoding {
@@ -430,6 +433,13 @@ impl Encoding {
             Encoding::Hex => forms::hex_lower(data),
             Encoding::HexUpper => forms::hex_upper(data),
             Encoding::UrlEnc => forms::percent_encode(data),
+            Encoding::B64Lines => {
+                let b64 = forms::b64(&[&[b'P'; 42][..], data].concat());
+                b64.as_bytes()
+                    .chunks(76)
+                    .map(|line| format!("{}\n", String::from_utf8_lossy(line)))
+                    .collect()
+            }
         }
     }
 }
@@ -463,6 +473,7 @@ fn route(path: &str) -> Route {
             "echo-hex" => Route::EchoEncoded(Encoding::Hex),
             "echo-hex-upper" => Route::EchoEncoded(Encoding::HexUpper),
             "echo-urlenc" => Route::EchoEncoded(Encoding::UrlEnc),
+            "echo-b64-lines" => Route::EchoEncoded(Encoding::B64Lines),
             "echo-header" => Route::EchoHeader,
             "echo-gzip" => Route::EchoGzip,
             "echo-binary" => Route::EchoBinary,

@@ -592,6 +592,7 @@ fn table(other_port: u16) -> Vec<Row> {
             "echo-hex",
             "echo-hex-upper",
             "echo-urlenc",
+            "echo-b64-lines",
             "echo-gzip",
         ] {
             t.push(sent(
@@ -680,6 +681,18 @@ fn check_sent(
             r.text.as_bytes(),
             canary.as_bytes(),
             &format!("[{name}] answer"),
+        );
+        // Base64 wrapped into lines: JSON escapes of line breaks (in the
+        // body string, and in that string's own JSON) and real ones removed.
+        let unwrapped = r
+            .text
+            .replace("\\\\n", "")
+            .replace("\\n", "")
+            .replace('\n', "");
+        assert_absent(
+            unwrapped.as_bytes(),
+            canary.as_bytes(),
+            &format!("[{name}] answer, line breaks removed"),
         );
         // Header names come lowercased: any letter case would give it away.
         assert_absent(

@@ -39,7 +39,11 @@
 //!   PHP's `\/`, Python's `ensure_ascii`, and any JSON encoder escaping a
 //!   credential character;
 //! - each of these two views decoded by the other (a URL inside a JSON
-//!   string, a JSON text inside a URL).
+//!   string, a JSON text inside a URL);
+//! - the input, and its JSON-unescaped view, with line breaks (`\r\n`,
+//!   `\n`, `\r`) removed: base64 or hex wrapped into lines (MIME, PEM,
+//!   Python's `base64.encodebytes`, `xxd -p`), whichever column the break
+//!   falls on.
 //!
 //! The views decode escapes anywhere in the input, not only inside JSON
 //! strings or URLs: a false positive needs a credential form, so it costs
@@ -60,8 +64,8 @@
 //!   (`v` upper-cased, plain hex in mixed case), other encodings (base32,
 //!   quoted-printable, HTML/XML entities, UTF-16, `\xNN` escapes, double
 //!   percent-encoding), compression or encryption applied by the upstream
-//!   inside the body (e.g. base64 of gzip), base64 or hex with line breaks or
-//!   separators inside the credential's span (MIME, PEM, `4f:9a`), and
+//!   inside the body (e.g. base64 of gzip), base64 or hex with separators
+//!   other than line breaks inside the credential's span (spaces, `4f:9a`), and
 //!   combinations of encodings other than those listed above (e.g. base64 of
 //!   the URL-encoded value).
 //! - Partial echoes: a fragment of a credential that is not a whole pattern
@@ -78,8 +82,8 @@
 //! # Cost
 //!
 //! Each scrub searches every pattern in the input and in each view that
-//! exists (views are built only when the input holds `%` or `\`):
-//! O(n x patterns) per haystack, at most five haystacks. Extra memory is at
+//! exists (views are built only when the input holds `%`, `\` or a line break):
+//! O(n x patterns) per haystack, at most seven haystacks. Extra memory is at
 //! most the input's size per view plus 16 bytes per 256 view bytes of
 //! checkpoints (offsets are mapped back by re-decoding from the nearest
 //! checkpoint, never with a per-escape table), and the output buffer.
@@ -320,19 +324,27 @@ impl Scrubber {
         // Decoded views of `data`, and of each other (a URL inside a JSON
         // string, a JSON text inside a URL), each with the view it was
         // decoded from, if not `data` itself.
-        let json = View::build(data, b'\\', json_step);
-        let pct = View::build(data, b'%', pct_step);
+        let json = View::build(data, Trigger::One(b'\\'), json_step);
+        let pct = View::build(data, Trigger::One(b'%'), pct_step);
         let pct_json = json
             .as_ref()
-            .and_then(|j| View::build_over(j, b'%', pct_step));
+            .and_then(|j| View::build_over(j, Trigger::One(b'%'), pct_step));
         let json_pct = pct
             .as_ref()
-            .and_then(|p| View::build_over(p, b'\\', json_step));
+            .and_then(|p| View::build_over(p, Trigger::One(b'\\'), json_step));
+        // Line breaks removed: base64 or hex wrapped into lines (MIME, PEM,
+        // `base64.encodebytes`), raw or inside a JSON string.
+        let unwrapped = View::build(data, LINE_BREAKS, line_break_step);
+        let unwrapped_json = json
+            .as_ref()
+            .and_then(|j| View::build_over(j, LINE_BREAKS, line_break_step));
         let views = [
             (&json, &None),
             (&pct, &None),
             (&pct_json, &json),
             (&json_pct, &pct),
+            (&unwrapped, &None),
+            (&unwrapped_json, &json),
         ];
         let views = views
             .iter()
@@ -615,7 +627,7 @@ const MARK_INTERVAL: usize = 256;
 /// be made of nothing but escapes).
 struct View<'s> {
     src: &'s [u8],
-    trigger: u8,
+    trigger: Trigger,
     step: fn(&[u8]) -> Step,
     bytes: Zeroizing<Vec<u8>>,
     /// `(view offset, source offset)` pairs at token boundaries, increasing.
@@ -635,10 +647,26 @@ enum Step {
     Incomplete,
 }
 
+/// The byte(s) a view's tokens start with.
+#[derive(Clone, Copy)]
+enum Trigger {
+    One(u8),
+    Two(u8, u8),
+}
+
+impl Trigger {
+    fn find(self, hay: &[u8]) -> Option<usize> {
+        match self {
+            Trigger::One(a) => memchr::memchr(a, hay),
+            Trigger::Two(a, b) => memchr::memchr2(a, b, hay),
+        }
+    }
+}
+
 impl<'s> View<'s> {
     /// Decodes every escape starting with `trigger`; `None` if there is none.
-    fn build(src: &'s [u8], trigger: u8, step: fn(&[u8]) -> Step) -> Option<View<'s>> {
-        memchr::memchr(trigger, src)?;
+    fn build(src: &'s [u8], trigger: Trigger, step: fn(&[u8]) -> Step) -> Option<View<'s>> {
+        trigger.find(src)?;
         // A decoded escape is never longer than its source: no reallocation,
         // so no stray unzeroized copy of decoded bytes.
         let mut bytes = Zeroizing::new(Vec::with_capacity(src.len()));
@@ -662,7 +690,7 @@ impl<'s> View<'s> {
         let mut usable_end = None;
         let mut pos = 0;
         while let Some(rest) = src.get(pos..) {
-            let Some(off) = memchr::memchr(trigger, rest) else {
+            let Some(off) = trigger.find(rest) else {
                 break;
             };
             let t = pos + off;
@@ -706,7 +734,11 @@ impl<'s> View<'s> {
 
     /// A view of view `base`. An incomplete escape at the end of `base`
     /// holds no `trigger`, so it sits unchanged at the end of the new view.
-    fn build_over(base: &'s View<'_>, trigger: u8, step: fn(&[u8]) -> Step) -> Option<View<'s>> {
+    fn build_over(
+        base: &'s View<'_>,
+        trigger: Trigger,
+        step: fn(&[u8]) -> Step,
+    ) -> Option<View<'s>> {
         let mut view = View::build(&base.bytes, trigger, step)?;
         let tail = base.bytes.len().saturating_sub(base.usable_end);
         view.usable_end = view.usable_end.min(view.bytes.len().saturating_sub(tail));
@@ -736,7 +768,7 @@ impl<'s> View<'s> {
             }
             // Literal bytes up to the next trigger, looking no further than `i`.
             let window = rest.get(..=i - v).unwrap_or(rest);
-            let run = memchr::memchr(self.trigger, window).unwrap_or(window.len());
+            let run = self.trigger.find(window).unwrap_or(window.len());
             if i < v + run {
                 return (s + (i - v), s + (i - v) + 1);
             }
@@ -784,6 +816,19 @@ fn hex_val(b: u8) -> Option<u8> {
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
+    }
+}
+
+/// The bytes [`line_break_step`] removes.
+const LINE_BREAKS: Trigger = Trigger::Two(b'\r', b'\n');
+
+/// A line break (`\r\n`, `\n` or `\r`) at the start of `r`: removed.
+fn line_break_step(r: &[u8]) -> Step {
+    let consumed = if r.starts_with(b"\r\n") { 2 } else { 1 };
+    Step::Decoded {
+        out: [0; 4],
+        out_len: 0,
+        consumed,
     }
 }
 
@@ -981,16 +1026,20 @@ mod tests {
             show(out)
         );
         let (pct, json) = (
-            View::build(out, b'%', pct_step),
-            View::build(out, b'\\', json_step),
+            View::build(out, Trigger::One(b'%'), pct_step),
+            View::build(out, Trigger::One(b'\\'), json_step),
         );
         let pct_json = json
             .as_ref()
-            .and_then(|j| View::build_over(j, b'%', pct_step));
+            .and_then(|j| View::build_over(j, Trigger::One(b'%'), pct_step));
         let json_pct = pct
             .as_ref()
-            .and_then(|p| View::build_over(p, b'\\', json_step));
-        for view in [&pct, &json, &pct_json, &json_pct].into_iter().flatten() {
+            .and_then(|p| View::build_over(p, Trigger::One(b'\\'), json_step));
+        let unwrapped = View::build(out, LINE_BREAKS, line_break_step);
+        for view in [&pct, &json, &pct_json, &json_pct, &unwrapped]
+            .into_iter()
+            .flatten()
+        {
             assert!(
                 !contains(&view.bytes, value),
                 "value in a decoded view of {:?}",
@@ -1102,6 +1151,42 @@ mod tests {
     }
 
     // ---- forms ----
+
+    #[test]
+    fn base64_and_hex_wrapped_into_lines() {
+        let s = scrubber();
+        for value in VALUES {
+            for prefix in 0..90 {
+                let mut raw = vec![b'P'; prefix];
+                raw.extend_from_slice(value);
+                raw.extend_from_slice(b"QQQ");
+                let b64 = STANDARD.encode(&raw);
+                let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                for (text, width) in [(&b64, 76), (&b64, 64), (&hex, 60)] {
+                    for eol in ["\n", "\r\n"] {
+                        let wrapped: Vec<u8> = text
+                            .as_bytes()
+                            .chunks(width)
+                            .flat_map(|line| [line, eol.as_bytes()].concat())
+                            .collect();
+                        // As it comes, and as a JSON string ("\n" escapes).
+                        let json = serde_json::to_vec(&String::from_utf8_lossy(&wrapped))
+                            .expect("JSON string");
+                        for body in [wrapped, json] {
+                            let (out, _) = scrubbed(&s, &body);
+                            let joined: Vec<u8> = String::from_utf8_lossy(&out)
+                                .replace("\\r", "")
+                                .replace("\\n", "")
+                                .bytes()
+                                .filter(|b| !matches!(b, b'\r' | b'\n'))
+                                .collect();
+                            assert_clean(&s, &joined, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn header_names_match_in_any_case() {
@@ -1679,8 +1764,8 @@ mod tests {
                 body.truncate(body.len() - rng.below(13));
             }
             for view in [
-                View::build(&body, b'%', pct_step),
-                View::build(&body, b'\\', json_step),
+                View::build(&body, Trigger::One(b'%'), pct_step),
+                View::build(&body, Trigger::One(b'\\'), json_step),
             ]
             .into_iter()
             .flatten()
