@@ -143,18 +143,242 @@ fn mcp_session_without_a_daemon() {
     );
     assert!(r["error"]["code"].is_i64(), "{r}");
 
-    // Syntactically broken input gets no answer, but does not stop the session.
+    // Syntactically broken input is answered -32700 with id null, and the session goes on.
     s.send_raw("{not json");
+    let parse_error = s.response(&Value::Null);
+    assert_eq!(parse_error["error"]["code"], -32700, "{parse_error}");
     let ping = s.request(8, "ping", json!({}));
     assert_eq!(ping["result"], json!({}));
 
     let (status, stderr) = s.finish();
     assert!(status.success(), "exit {status}; stderr: {stderr}");
-    // stdout held the 13 responses and nothing else (check_line validated each one).
-    assert_eq!(s.stdout.len(), 13, "{:#?}", s.stdout);
+    // stdout held the 14 responses and nothing else (check_line validated each one).
+    assert_eq!(s.stdout.len(), 14, "{:#?}", s.stdout);
     assert!(
         !stderr.contains(TOKEN) && s.stdout.iter().all(|l| !l.contains(TOKEN)),
         "the token must never be printed"
+    );
+}
+
+/// Sends `line` and returns the error response with `id` (`null` when the line
+/// has no readable id), checking its code and that its message holds `says`.
+fn answered(s: &mut Session, line: &[u8], id: Value, code: i64, says: &str) -> String {
+    s.send_bytes(line);
+    let r = s.response(&id);
+    assert_eq!(
+        r["error"]["code"],
+        code,
+        "{r} for {}",
+        String::from_utf8_lossy(line)
+    );
+    assert!(r.get("result").is_none(), "{r}");
+    let message = r["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(says), "{message:?} should say {says:?}");
+    message
+}
+
+/// Every request line vault-mcp cannot take is answered once, with the request's
+/// id when it can be read, and the session goes on (rmcp alone drops such lines
+/// and leaves the client waiting for ever).
+#[test]
+fn every_unreadable_request_line_is_answered_with_its_id() {
+    let (_dir, mut cmd) = no_daemon();
+    let mut s = Session::spawn(&mut cmd);
+    // Before `initialize` too; then `initialize` still works.
+    answered(
+        &mut s,
+        b"{garbage",
+        Value::Null,
+        -32700,
+        "Parse error: the line is not valid JSON",
+    );
+    let init = s.request(1, "initialize", initialize_params());
+    assert_eq!(init["result"]["serverInfo"]["name"], "vault-mcp", "{init}");
+    s.notify("notifications/initialized", json!({}));
+
+    answered(&mut s, b"not json", Value::Null, -32700, "not valid JSON");
+    // A lone surrogate in a tool argument: the id is readable, the params are not.
+    let call = |id: &str, arguments: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"execute","arguments":{arguments}}}}}"#
+        )
+    };
+    let line = call(
+        "7",
+        r#"{"capability":"x","method":"POST","path":"/","body":"a\ud800b"}"#,
+    );
+    let column = line.find("\\ud800").unwrap() + 1;
+    let message = answered(&mut s, line.as_bytes(), json!(7), -32602, "Invalid params");
+    assert!(
+        message.contains(&format!("lone surrogate \\ud800 at line 1 column {column}"))
+            && message.contains("send strings as valid Unicode"),
+        "{message}"
+    );
+    let line = call(
+        r#""p8""#,
+        r#"{"capability":"x","method":"GET","path":"/a\uDC00"}"#,
+    );
+    answered(
+        &mut s,
+        line.as_bytes(),
+        json!("p8"),
+        -32602,
+        "lone surrogate \\uDC00",
+    );
+    // A lone surrogate outside params (in the method name): a parse error, with the id.
+    answered(
+        &mut s,
+        br#"{"jsonrpc":"2.0","id":9,"method":"ping\ud800"}"#,
+        json!(9),
+        -32700,
+        "lone surrogate \\ud800",
+    );
+    // Bytes that are not UTF-8.
+    let mut line = call(
+        "10",
+        r#"{"capability":"x","method":"POST","path":"/","body":"#,
+    )
+    .into_bytes();
+    line.truncate(line.len() - 3);
+    line.extend_from_slice(b"\"\xff\xfe\"}}}");
+    answered(
+        &mut s,
+        &line,
+        json!(10),
+        -32700,
+        "not UTF-8 text: byte 0xff at offset",
+    );
+    answered(&mut s, b"\xff\xfe", Value::Null, -32700, "not UTF-8");
+    // A line cut short still has a readable id.
+    answered(
+        &mut s,
+        br#"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"#,
+        json!(11),
+        -32700,
+        "EOF while parsing",
+    );
+    // JSON that is not a JSON-RPC 2.0 request: -32600, "id" present.
+    answered(
+        &mut s,
+        br#"[{"jsonrpc":"2.0","id":12,"method":"ping"}]"#,
+        Value::Null,
+        -32600,
+        "batch",
+    );
+    answered(
+        &mut s,
+        br#"{"jsonrpc":"1.0","id":13,"method":"ping"}"#,
+        json!(13),
+        -32600,
+        "\"jsonrpc\" must be \"2.0\"",
+    );
+    answered(
+        &mut s,
+        br#"{"id":14,"method":"ping"}"#,
+        json!(14),
+        -32600,
+        "\"jsonrpc\" must be \"2.0\"",
+    );
+    answered(
+        &mut s,
+        br#""a string""#,
+        Value::Null,
+        -32600,
+        "must be a JSON object",
+    );
+    // A tools/call whose params do not fit is invalid params, not "method not found".
+    for (id, arguments, says) in [
+        (15, "[1]", "\"arguments\" must be an object"),
+        (16, r#""x""#, "\"arguments\" must be an object"),
+    ] {
+        let line = call(&id.to_string(), arguments);
+        answered(&mut s, line.as_bytes(), json!(id), -32602, says);
+    }
+    answered(
+        &mut s,
+        br#"{"jsonrpc":"2.0","id":17,"method":"tools/call","params":{"arguments":{}}}"#,
+        json!(17),
+        -32602,
+        "\"name\" is required",
+    );
+    // A notification is never answered, readable or not; the next request is.
+    s.send_raw(
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"a\ud800"}}"#,
+    );
+    s.send_raw(r#"{"jsonrpc":"2.0","method":"notifications/whatever"}"#);
+    // Blank lines are skipped.
+    s.send_raw("");
+    s.send_raw("  \r");
+    let ping = s.request(18, "ping", json!({}));
+    assert_eq!(ping["result"], json!({}), "{ping}");
+    // Tool calls still work on the same session.
+    let r = s.call_tool(19, "vault_status", json!({}));
+    assert!(text(&r).starts_with("unavailable: "), "{r}");
+
+    let (status, stderr) = s.finish();
+    assert!(status.success(), "exit {status}; stderr: {stderr}");
+    // One line per answered request, nothing else (check_line validated each):
+    // 15 errors, initialize, ping, tools/call.
+    assert_eq!(s.stdout.len(), 18, "{:#?}", s.stdout);
+    assert!(
+        stderr.contains("answered a line that is not a valid request with error -32602 (id 7)")
+            && stderr.contains("ignoring a notification"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(TOKEN) && s.stdout.iter().all(|l| !l.contains(TOKEN)));
+}
+
+/// A line over the 16 MiB limit is skipped as it arrives, answered with an error
+/// naming the limit and carrying the request's id, and the session goes on.
+#[test]
+fn a_line_over_the_limit_is_answered_and_the_session_goes_on() {
+    let (_dir, mut cmd) = no_daemon();
+    let mut s = Session::ready(&mut cmd);
+    let body = "a".repeat(17 << 20);
+    let line = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "execute",
+        "arguments": {"capability": "x", "method": "POST", "path": "/", "body": body}}})
+    .to_string();
+    let message = answered(
+        &mut s,
+        line.as_bytes(),
+        json!(2),
+        -32600,
+        "16777216 bytes (16 MiB)",
+    );
+    assert!(
+        message.contains(&format!("the message is {} bytes", line.len()))
+            && message.contains("send a smaller request"),
+        "{message}"
+    );
+    // The id last, after the huge params: still found.
+    let line = format!(
+        r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"execute","arguments":{{"body":"{body}"}}}},"id":"last"}}"#
+    );
+    answered(
+        &mut s,
+        line.as_bytes(),
+        json!("last"),
+        -32600,
+        "over vault-mcp's limit",
+    );
+    let ping = s.request(3, "ping", json!({}));
+    assert_eq!(ping["result"], json!({}), "{ping}");
+    // The skipped lines were not held in memory.
+    let (_, peak_kib) = s.rss_kib();
+    eprintln!("vault-mcp peak RSS after two 17 MiB lines: {peak_kib} KiB");
+    // (Holding a 17 MiB line whole would peak over 40 MiB.)
+    assert!(peak_kib < 40 << 10, "peak RSS {peak_kib} KiB");
+    let (status, _) = s.finish();
+    assert!(status.success());
+    assert_eq!(
+        s.stdout.len(),
+        4,
+        "{:#?}",
+        s.stdout
+            .iter()
+            .map(|l| &l[..l.len().min(200)])
+            .collect::<Vec<_>>()
     );
 }
 

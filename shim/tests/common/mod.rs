@@ -77,6 +77,14 @@ impl Session {
         stdin.flush().unwrap();
     }
 
+    /// Writes `bytes` and a newline as they are (for lines that are not UTF-8).
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).expect("write to vault-mcp");
+        stdin.write_all(b"\n").expect("write to vault-mcp");
+        stdin.flush().unwrap();
+    }
+
     pub fn notify(&mut self, method: &str, params: Value) {
         self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
     }
