@@ -94,6 +94,8 @@ impl<W: AsyncWrite + Unpin> Output<W> {
             written,
         } = self;
         let Some(write) = write.as_mut() else {
+            buf.clear();
+            *written = 0;
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "the transport is closed",
