@@ -1,15 +1,15 @@
 //! vault-mcp on arbitrary stdin, in process: the input bytes are what an MCP
 //! client writes to the shim's stdin. Each input runs one whole session of
 //! the real server (`vault_mcp::server::VaultMcp` behind the real
-//! `vault_mcp::stdio::PreInitTolerant` transport, exactly what `main` serves)
+//! `vault_mcp::stdio::PreInitTolerant` over `LineTransport`, exactly what `main` serves)
 //! over an in-memory pipe instead of the process's stdin/stdout, on a fresh
 //! current-thread runtime like `main`'s, with no daemon behind it (the
 //! socket path does not exist, so every tool call is answered `unavailable`).
 //!
 //! Invariants: no panic; the session ends when the input ends (no hang);
 //! every line written to "stdout" is one JSON-RPC 2.0 message (a response
-//! with exactly one of result/error, and an id unless it is rmcp's error for
-//! an unreadable line, or a notification/request with a method); the agent
+//! with exactly one of result/error and an `id` member, `null` for a line whose
+//! id cannot be read, or a notification/request with a method); the agent
 //! token never appears on stdout. Each input line is
 //! also decoded as `rmcp::model::ClientJsonRpcMessage` and, when it is a
 //! `tools/call` of `execute`, its arguments as `server::ExecuteArgs`, the
@@ -23,12 +23,11 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use rmcp::ServiceExt;
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage};
-use rmcp::transport::async_rw::AsyncRwTransport;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vault_mcp::daemon::Daemon;
 use vault_mcp::server::{ExecuteArgs, Token, VaultMcp};
-use vault_mcp::stdio::PreInitTolerant;
+use vault_mcp::stdio::{LineTransport, PreInitTolerant};
 
 /// Long enough to be redacted if a message ever echoed it.
 const TOKEN: &str = "vt_fuzz_agent_token_5b7d1e9c";
@@ -54,7 +53,7 @@ fn decode_lines(data: &[u8]) {
 async fn session(input: Vec<u8>) -> Vec<u8> {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (server_read, server_write) = tokio::io::split(server);
-    let transport = PreInitTolerant::new(AsyncRwTransport::new_server(server_read, server_write));
+    let transport = PreInitTolerant::new(LineTransport::new(server_read, server_write));
     let mcp = VaultMcp::new(
         Daemon::new(Ok(PathBuf::from(SOCKET))),
         Ok(Token::new(TOKEN.to_owned())),
@@ -111,12 +110,11 @@ fn check_output(out: &[u8]) {
                 obj.contains_key("result") != obj.contains_key("error"),
                 "a response needs exactly one of result/error: {line}"
             );
-            // rmcp answers a line it cannot read as a request with an error
-            // that leaves out the id (JSON-RPC 2.0 would say `"id": null`);
-            // every result, and every other error, names its request.
+            // Every response names its request: a line whose id cannot be read
+            // is answered with `"id": null`, as JSON-RPC 2.0 says.
             assert!(
-                obj.contains_key("id") || obj["error"]["code"] == -32600,
-                "a response without id that is not an invalid-request error: {line}"
+                obj.contains_key("id"),
+                "a response without an id member: {line}"
             );
         }
     }
