@@ -10,8 +10,12 @@
 //! (`null` otherwise), and the session goes on: `-32700` for text that is not
 //! JSON or not UTF-8, `-32602` when only a string inside `params` is not
 //! Unicode (a lone surrogate escape such as `\ud800`), `-32600` for JSON that
-//! is not a JSON-RPC 2.0 message and for a line over [`MAX_LINE_BYTES`]. An
-//! MCP client never answers a response, so one answer per line cannot storm.
+//! is not a JSON-RPC 2.0 message and for a line over [`MAX_LINE_BYTES`]. A
+//! request rmcp can only take as a custom one is answered here too: `-32602`
+//! when the params of a method it knows (`tools/call` with `arguments` a list,
+//! say) do not fit, `-32601` naming the methods served when the method is
+//! unknown (rmcp would answer both with the bare method name). An MCP client
+//! never answers a response, so one answer per line cannot storm.
 //! Notifications and responses are never answered (JSON-RPC forbids it); a
 //! short note goes to stderr instead. stdout carries nothing but JSON-RPC.
 //!
@@ -48,6 +52,7 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
+const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 
 /// MCP over this process's stdin and stdout (non-blocking pipes when they are pipes).
@@ -319,7 +324,7 @@ fn answer(scan: &IdScan, well_formed: bool, code: i64, message: String) -> Optio
 
 /// One JSON-RPC error response, newline included; a note goes to stderr.
 fn error_line(id: Value, code: i64, message: String) -> Vec<u8> {
-    eprintln!("vault-mcp: answered a line that is not a valid request with error {code} (id {id})");
+    eprintln!("vault-mcp: answered a request line with error {code} (id {id})");
     let mut reply = serde_json::to_vec(&serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
@@ -373,7 +378,9 @@ fn call_tool_misfit(params: Option<&Value>) -> String {
     }
 }
 
-/// The `-32602` answer for a parsed request whose params do not fit its method.
+/// The answer for a parsed request that rmcp could only take as a custom one:
+/// `-32602` when its params do not fit its (known) method, `-32601` naming the
+/// methods served when the method is unknown (rmcp's message is the bare name).
 fn misfit(message: &ClientJsonRpcMessage) -> Option<Vec<u8>> {
     let JsonRpcMessage::Request(request) = message else {
         return None;
@@ -382,15 +389,22 @@ fn misfit(message: &ClientJsonRpcMessage) -> Option<Vec<u8>> {
         return None;
     };
     let method = custom.method.as_str();
+    let id = serde_json::to_value(&request.id).unwrap_or(Value::Null);
     if !TYPED_METHODS.contains(&method) {
-        return None;
+        return Some(error_line(
+            id,
+            METHOD_NOT_FOUND,
+            format!(
+                "Method not found: {method:?} (vault-mcp serves initialize, ping, tools/list and \
+                 tools/call)"
+            ),
+        ));
     }
     let detail = if method == "tools/call" {
         call_tool_misfit(custom.params.as_ref())
     } else {
         "\"params\" do not match the MCP schema for this method".to_owned()
     };
-    let id = serde_json::to_value(&request.id).unwrap_or(Value::Null);
     Some(error_line(
         id,
         INVALID_PARAMS,

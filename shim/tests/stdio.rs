@@ -301,6 +301,14 @@ fn every_unreadable_request_line_is_answered_with_its_id() {
         -32602,
         "\"name\" is required",
     );
+    // An unknown method is "method not found", naming what is served.
+    let r = s.request(20, "vault/whatever", json!({}));
+    assert_eq!(r["error"]["code"], -32601, "{r}");
+    assert_eq!(
+        r["error"]["message"],
+        "Method not found: \"vault/whatever\" (vault-mcp serves initialize, ping, tools/list and \
+         tools/call)"
+    );
     // A notification is never answered, readable or not; the next request is.
     s.send_raw(
         r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"a\ud800"}}"#,
@@ -318,10 +326,10 @@ fn every_unreadable_request_line_is_answered_with_its_id() {
     let (status, stderr) = s.finish();
     assert!(status.success(), "exit {status}; stderr: {stderr}");
     // One line per answered request, nothing else (check_line validated each):
-    // 15 errors, initialize, ping, tools/call.
-    assert_eq!(s.stdout.len(), 18, "{:#?}", s.stdout);
+    // 16 errors, initialize, ping, tools/call.
+    assert_eq!(s.stdout.len(), 19, "{:#?}", s.stdout);
     assert!(
-        stderr.contains("answered a line that is not a valid request with error -32602 (id 7)")
+        stderr.contains("answered a request line with error -32602 (id 7)")
             && stderr.contains("ignoring a notification"),
         "{stderr}"
     );
