@@ -787,6 +787,27 @@ impl VaultEnv {
         self.home.join("vaultd.sock")
     }
 
+    /// Runs `f` with a gRPC client connected to this environment's vaultd, on
+    /// a current-thread runtime of its own (a caller other than vault-mcp;
+    /// dropping the runtime closes the connection).
+    #[track_caller]
+    pub fn with_grpc<T>(
+        &self,
+        f: impl AsyncFnOnce(vault_proto::v1::vault_client::VaultClient<tonic::transport::Channel>) -> T,
+    ) -> T {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let socket = self.socket_path();
+        rt.block_on(async move {
+            let c = vault_proto::client::connect(&socket, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|e| panic!("connect to vaultd at {}: {e}", socket.display()));
+            f(c).await
+        })
+    }
+
     /// `VAULTD_HOME/vault.bin`.
     pub fn vault_path(&self) -> PathBuf {
         self.home.join("vault.bin")

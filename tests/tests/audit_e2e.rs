@@ -335,14 +335,9 @@ fn a_call_whose_caller_goes_away_still_gets_its_result_record() {
     env.apply_policy(&policy(&up, &env));
     let token = env.add_agent("a");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = vault_proto::client::connect(&env.socket_path(), Duration::from_secs(5))
-            .await
-            .expect("connect to vaultd");
+    // The runtime, and with it the connection, is gone when this returns:
+    // the stream is reset.
+    env.with_grpc(async |mut c| {
         let call = c.execute(vault_proto::v1::ExecuteRequest {
             agent_token: token.clone(),
             capability: "echo".into(),
@@ -364,7 +359,6 @@ fn a_call_whose_caller_goes_away_still_gets_its_result_record() {
             () = tokio::time::sleep(Duration::from_secs(10)) => panic!("the upstream never got the call"),
         }
     });
-    drop(rt); // the stream is reset and the connection closed
 
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let (decision, result) = loop {

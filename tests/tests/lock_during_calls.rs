@@ -22,14 +22,7 @@ fn policy(up: &Upstream, env: &VaultEnv) -> String {
 
 /// One `Execute` straight over gRPC (another client than vault-mcp); returns the status message.
 fn grpc_execute(env: &VaultEnv, token: &str, path: &str, query: &[(&str, &str)]) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = vault_proto::client::connect(&env.socket_path(), Duration::from_secs(5))
-            .await
-            .expect("connect to vaultd");
+    env.with_grpc(async |mut c| {
         let r = c
             .execute(vault_proto::v1::ExecuteRequest {
                 agent_token: token.to_string(),

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vaultd_tests::{
-    Daemon, McpOptions, TlsKind, ToolResult, Upstream, VaultEnv, assert_absent, assert_no_canary,
+    Daemon, McpClient, McpOptions, TlsKind, ToolResult, Upstream, VaultEnv, assert_absent,
+    assert_no_canary,
 };
 
 const CANARY: &str = "CANARY-shimfix-5e0b7c13a9";
@@ -222,6 +223,26 @@ fn read_token(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// `vault_status` answered for the vault without an agent: `state` is
+/// `state`, `agent` null, and the `hint` satisfies `hint_ok`; returns the
+/// tool result and its JSON.
+#[track_caller]
+fn status_without_agent(
+    mcp: &McpClient,
+    state: &str,
+    hint_ok: impl Fn(&str) -> bool,
+) -> (ToolResult, Value) {
+    let r = mcp.call("vault_status", json!({}));
+    let st = r.assert_ok();
+    assert_eq!(
+        (&st["state"], &st["agent"]),
+        (&json!(state), &Value::Null),
+        "{st}"
+    );
+    assert!(st["hint"].as_str().is_some_and(&hint_ok), "{st}");
+    (r, st)
+}
+
 #[track_caller]
 fn refused_containing(r: &ToolResult, code: &str, parts: &[&str]) {
     r.assert_refused(code);
@@ -255,18 +276,9 @@ fn a_token_file_written_or_rewritten_later_is_used_without_a_restart() {
         ],
     );
     // vault_status still reports the vault, and why there is no agent.
-    let st = mcp.call("vault_status", json!({})).assert_ok();
-    assert_eq!(
-        (&st["state"], &st["agent"]),
-        (&json!("unlocked"), &Value::Null),
-        "{st}"
-    );
-    assert!(
-        st["hint"]
-            .as_str()
-            .is_some_and(|h| h.contains("cannot use the token file")),
-        "{st}"
-    );
+    status_without_agent(&mcp, "unlocked", |h| {
+        h.contains("cannot use the token file")
+    });
 
     // The user creates the agent into that file: the same session works.
     env.ctl_pass(&["agent", "add", "a", "--token-file", &f])
@@ -355,18 +367,7 @@ fn a_token_from_the_environment_says_to_restart_the_mcp_client() {
             &["VAULTD_AGENT_TOKEN", "restart the MCP client"],
         );
     }
-    let st = mcp.call("vault_status", json!({})).assert_ok();
-    assert_eq!(
-        (&st["state"], &st["agent"]),
-        (&json!("unlocked"), &Value::Null),
-        "{st}"
-    );
-    assert!(
-        st["hint"]
-            .as_str()
-            .is_some_and(|h| h.contains("restart the MCP client")),
-        "{st}"
-    );
+    status_without_agent(&mcp, "unlocked", |h| h.contains("restart the MCP client"));
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
@@ -378,20 +379,9 @@ fn vault_status_without_a_token_reports_the_vault_state() {
     let _d = setup(&up, &env);
     env.add_agent("a");
     let mcp = env.mcp_with(McpOptions::default());
-    let r = mcp.call("vault_status", json!({}));
-    let st = r.assert_ok();
-    assert_eq!(
-        (&st["state"], &st["agent"]),
-        (&json!("unlocked"), &Value::Null),
-        "{st}"
-    );
-    assert!(
-        st["hint"]
-            .as_str()
-            .is_some_and(|h| h.starts_with("unknown_agent: no agent token")
-                && h.contains("restart the MCP client")),
-        "{st}"
-    );
+    let (r, st) = status_without_agent(&mcp, "unlocked", |h| {
+        h.starts_with("unknown_agent: no agent token") && h.contains("restart the MCP client")
+    });
     assert_eq!(
         r.structured.as_ref(),
         Some(&st),

@@ -247,14 +247,7 @@ fn vaultd_tests_policy(env: &VaultEnv, up: &Upstream) -> String {
 
 /// One `execute` straight over gRPC: (status, body).
 fn execute(env: &VaultEnv, token: &str, path: &str) -> (u32, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = vault_proto::client::connect(&env.socket_path(), Duration::from_secs(5))
-            .await
-            .expect("connect");
+    env.with_grpc(async |mut c| {
         let r = c
             .execute(vault_proto::v1::ExecuteRequest {
                 agent_token: token.to_string(),
