@@ -127,9 +127,7 @@ fn clip(s: &str, max: usize) -> String {
 fn for_audit(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     for c in s.chars() {
-        let hidden = c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}');
-        if hidden {
+        if is_hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -138,15 +136,18 @@ fn for_audit(s: &str, max: usize) -> String {
     clip(&out, max)
 }
 
-/// Whether `s` has a character a person reading the audit log would see:
-/// not only whitespace, control and invisible formatting characters (a
-/// zero-width space is not a reason).
+/// Control characters and invisible or bidirectional formatting characters
+/// (zero-width spaces and joiners, direction marks and overrides, word
+/// joiners, the BOM, the soft hyphen).
+fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// Whether `s` has a character a person reading the audit log would see
+/// (a zero-width space is not a reason).
 fn has_visible_text(s: &str) -> bool {
-    s.chars().any(|c| {
-        !(c.is_whitespace()
-            || c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}'))
-    })
+    s.chars().any(|c| !c.is_whitespace() && !is_hidden(c))
 }
 
 struct InFlight<'a>(&'a Daemon);
