@@ -311,6 +311,9 @@ fn reject_oversized(big: Oversized, max: usize) -> Option<Vec<u8>> {
 }
 
 fn answer(scan: &IdScan, well_formed: bool, code: i64, message: String) -> Option<Vec<u8>> {
+    // Only an object can be a notification or a response (`["method"]` is
+    // neither, and gets its error).
+    let well_formed = well_formed && scan.top == Some(b'{');
     if well_formed && scan.saw_method && !scan.saw_id {
         eprintln!("vault-mcp: ignoring a notification that is not a valid message ({code})");
         return None;

@@ -9,13 +9,15 @@
 //!   unreadable): the user's fix, writing the file, is seen on the next call;
 //! - when vaultd answers `unknown_agent` (the agent was removed, and perhaps
 //!   added again with `vaultctl agent add NAME --token-file` into the same file):
-//!   if the file now holds another token, the caller retries with it.
+//!   if the file now holds another token, `list_services` and `vault_status`
+//!   retry with it, and `execute` says to call again (it is never repeated by
+//!   vault-mcp: an `agent rm` abort of a call that reached the API gets the
+//!   same refusal).
 //!
 //! A token that works costs no file access per call: one uncontended mutex.
 
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -150,7 +152,14 @@ impl AgentToken {
 
 /// Reads and trims the token in `path`; whatever is wrong becomes the refusal.
 pub fn read_token_file(path: &Path) -> Result<Token, Refusal> {
-    let mut f = File::open(path).map_err(|e| render::bad_token_file(path, e))?;
+    // Non-blocking open: a FIFO put where the file was (the agent can write
+    // the user's files) must not block this single-threaded process in
+    // open(2); it is then refused below as not a regular file.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| render::bad_token_file(path, e))?;
     // The mode of the file actually opened, not of whatever the path names later.
     let meta = f.metadata().map_err(|e| render::bad_token_file(path, e))?;
     if !meta.is_file() {
@@ -179,7 +188,31 @@ pub fn read_token_file(path: &Path) -> Result<Token, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Write;
+
+    /// A FIFO where the token file was (the agent can put one there) is
+    /// refused at once: a blocking open(2) would stall the whole process.
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_token_file(&p).map(|_| ()).map_err(|r| r.to_string()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reading a FIFO token file blocked");
+        let err = got.expect_err("a FIFO is not a token file");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn token_file_is_trimmed() {

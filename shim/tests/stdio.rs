@@ -286,6 +286,8 @@ fn every_unreadable_request_line_is_answered_with_its_id() {
         -32600,
         "must be a JSON object",
     );
+    // An array whose strings look like member names is not a notification.
+    answered(&mut s, br#"["method"]"#, Value::Null, -32600, "batch");
     // A tools/call whose params do not fit is invalid params, not "method not found".
     for (id, arguments, says) in [
         (15, "[1]", "\"arguments\" must be an object"),
@@ -326,8 +328,8 @@ fn every_unreadable_request_line_is_answered_with_its_id() {
     let (status, stderr) = s.finish();
     assert!(status.success(), "exit {status}; stderr: {stderr}");
     // One line per answered request, nothing else (check_line validated each):
-    // 16 errors, initialize, ping, tools/call.
-    assert_eq!(s.stdout.len(), 19, "{:#?}", s.stdout);
+    // 17 errors, initialize, ping, tools/call.
+    assert_eq!(s.stdout.len(), 20, "{:#?}", s.stdout);
     assert!(
         stderr.contains("answered a request line with error -32602 (id 7)")
             && stderr.contains("ignoring a notification"),
