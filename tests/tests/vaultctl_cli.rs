@@ -271,9 +271,12 @@ fn execute(env: &VaultEnv, token: &str, path: &str) -> (u32, String) {
 /// removes one it created.
 #[test]
 fn token_file_is_checked_before_the_agent_is_created() {
+    use std::os::unix::fs::PermissionsExt as _;
     let (env, mut d) = unlocked_env();
     let dir = env.root().join("tokens");
     std::fs::create_dir_all(&dir).unwrap();
+    // A directory of the user's keeps its mode: a refused add changes nothing.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let vault_before = std::fs::read(env.vault_path()).unwrap();
     let out = env.ctl_pass(&["agent", "add", "a", "--token-file", &dir.to_string_lossy()]);
     out.assert_fail();
@@ -292,7 +295,6 @@ fn token_file_is_checked_before_the_agent_is_created() {
     out.assert_ok();
     let token = std::fs::read_to_string(&file).unwrap();
     assert!(token.trim().len() >= 20, "{token:?}");
-    use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
         0o600
@@ -317,6 +319,22 @@ fn token_file_is_checked_before_the_agent_is_created() {
         !other.exists(),
         "a refused agent add left {}",
         other.display()
+    );
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o755,
+        "a refused agent add changed the mode of {}",
+        dir.display()
+    );
+    // Only the token file is replaced (renamed over, never left empty).
+    assert!(
+        std::fs::read_dir(&dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")),
+        "a temporary token file was left in {}",
+        dir.display()
     );
     // Nor when vaultd is not there to ask.
     d.kill9();

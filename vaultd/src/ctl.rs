@@ -697,8 +697,8 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 json,
                 token_file,
             } => {
-                // The file is opened (created 0600) before the agent exists, so a
-                // path that cannot be written creates nothing.
+                // The file is opened (created 0600 if missing) before the agent
+                // exists, so a path that cannot be written creates no agent.
                 let mut out_file = token_file.as_deref().map(TokenFile::open).transpose()?;
                 let r = async {
                     let mut c = connect().await?;
@@ -832,21 +832,32 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
 /// `agent add --token-file`'s file, opened before the agent is created.
 struct TokenFile {
     path: PathBuf,
-    file: std::fs::File,
     /// We created it (removed again if the agent is not created).
     created: bool,
 }
 
 impl TokenFile {
-    /// Opens `path` for writing without truncating it (created 0600 in a
-    /// private directory if missing); refuses a directory.
+    /// Opens `path` for writing without truncating it or changing its mode
+    /// (a missing file is created 0600, missing directories 0700; an existing
+    /// directory is left as it is); refuses a directory. Nothing else changes
+    /// until [`TokenFile::write`], so a refused `agent add` leaves the files
+    /// as they were.
     fn open(path: &Path) -> anyhow::Result<TokenFile> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let nothing = "nothing was created";
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::dirs::ensure_private_dir(parent).with_context(|| {
-                format!("cannot use {} for the token: {nothing}", path.display())
-            })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.exists()
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| {
+                    format!(
+                        "cannot create {} for the token: {nothing}",
+                        parent.display()
+                    )
+                })?;
         }
         if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
             bail!(
@@ -856,35 +867,51 @@ impl TokenFile {
             );
         }
         let existed = std::fs::symlink_metadata(path).is_ok();
-        let file = std::fs::OpenOptions::new()
+        // Opened to prove the path can be written (and to create it), then closed.
+        std::fs::OpenOptions::new()
             .write(true)
             .create(true)
-            // Emptied only once the token is there (`write`).
+            // Never emptied here: `write` renames a new file over it.
             .truncate(false)
             .mode(0o600)
             .open(path)
             .with_context(|| {
                 format!("cannot write the token file {}: {nothing}", path.display())
             })?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(|| {
-                format!(
-                    "cannot restrict the token file {} to 0600: {nothing}",
-                    path.display()
-                )
-            })?;
         Ok(TokenFile {
             path: path.to_path_buf(),
-            file,
             created: !existed,
         })
     }
 
-    /// Replaces the file's contents with `bytes`.
-    fn write(mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.write_all(bytes)?;
-        self.file.sync_all()
+    /// Replaces the file with one (mode 0600) holding `bytes`: written next
+    /// to it and renamed over it, so a reader (vault-mcp reads this file
+    /// again while its token is refused) sees the old token or the new one,
+    /// never an empty or half-written file.
+    fn write(self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = self
+            .path
+            .with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| {
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// The agent was not created: remove the file if we created it.
