@@ -304,8 +304,11 @@ fn key_before(text: &str, offset: usize) -> Option<&str> {
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
     let (lhs, _) = line.rsplit_once('=')?;
     let lhs = lhs.trim_end();
+    // Bytes, not chars: the byte after a non-ASCII character's first byte
+    // is not a char boundary, while after an ASCII byte it always is.
     let start = lhs
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .bytes()
+        .rposition(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
         .map_or(0, |i| i + 1);
     Some(&lhs[start..]).filter(|k| !k.is_empty())
 }
@@ -445,6 +448,11 @@ pub fn normalize_base_url(raw: &str) -> Result<String, String> {
                 format!("https://{}/{}", &rest[..host_end], joined.join("/"))
             ));
         }
+        // Everything else a rule path may not hold (`..;`, %2F, %25XX,
+        // backslashes, non-ASCII...): the same check, so the prefix sent is
+        // exactly the one written.
+        crate::proxy::request::canonical_path(trimmed)
+            .map_err(|e| format!("base_url {raw:?}: its {}", e.0))?;
     }
     let path = url.path().trim_end_matches('/');
     if path.contains("//") || path.split('/').any(|s| s == "." || s == "..") {
@@ -1197,6 +1205,37 @@ rate_limit = "ten/min"
             );
             parse(&one_service(&auth, ""), &ctx(&cas)).unwrap();
         }
+    }
+
+    #[test]
+    fn base_url_paths_are_checked_like_rule_paths() {
+        for bad in [
+            "https://h/api/..;/admin",
+            "https://h/%252e%252e/x",
+            "https://h/a%2F..%2Fb",
+        ] {
+            let e = normalize_base_url(bad).expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
+        assert_eq!(
+            normalize_base_url("https://h:8443/api/v3/").as_deref(),
+            Ok("https://h:8443/api/v3")
+        );
+        assert_eq!(
+            normalize_base_url("https://h/a%20b").as_deref(),
+            Ok("https://h/a%20b")
+        );
+    }
+
+    /// A type error after a non-ASCII key-like text on its line: the key
+    /// finder must cut at a char boundary (it panicked on `é=`).
+    #[test]
+    fn type_error_after_non_ascii_text_does_not_panic() {
+        let text = errors_of(
+            "[[capability]]\nname = \"c\"\nservice = \"s\"\nagents = [\"é=\", 7]\n",
+            &HashMap::new(),
+        );
+        assert!(text.starts_with("p.toml:4:"), "{text}");
     }
 
     #[test]
