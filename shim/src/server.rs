@@ -431,10 +431,7 @@ impl ServerHandler for VaultMcp {
         };
         let result = match outcome {
             Ok(result) => result,
-            Err(refusal) => match self.token.cached() {
-                Some(token) => refused(&refusal.without(token.as_str())),
-                None => refused(&refusal),
-            },
+            Err(refusal) => refused(&self.token.scrub(refusal)),
         };
         Ok(result.into())
     }

@@ -54,6 +54,9 @@ pub struct AgentToken {
     /// `Some` for `--token-file`: read again as the module docs say.
     file: Option<PathBuf>,
     current: Mutex<Result<Arc<Token>, Refusal>>,
+    /// The token `current` held before a re-read replaced it: a call still
+    /// running may have sent it, so refusals are scrubbed of it too.
+    previous: Mutex<Option<Arc<Token>>>,
 }
 
 impl AgentToken {
@@ -62,6 +65,7 @@ impl AgentToken {
         Self {
             file: None,
             current: Mutex::new(token.map(Arc::new)),
+            previous: Mutex::new(None),
         }
     }
 
@@ -71,6 +75,7 @@ impl AgentToken {
         Self {
             file: Some(path),
             current: Mutex::new(current),
+            previous: Mutex::new(None),
         }
     }
 
@@ -99,14 +104,33 @@ impl AgentToken {
     pub fn current(&self) -> Result<Arc<Token>, Refusal> {
         let mut slot = self.slot();
         if let (Err(_), Some(path)) = (&*slot, &self.file) {
-            *slot = read_token_file(path).map(Arc::new);
+            self.reread(&mut slot, path);
         }
         slot.clone()
     }
 
-    /// The token last read, without reading anything.
-    pub fn cached(&self) -> Option<Arc<Token>> {
-        self.slot().as_ref().ok().cloned()
+    /// `refusal` with every token this process may have sent on its way
+    /// (the current one and the one it replaced) taken out: defence in depth,
+    /// as vaultd's refusals do not quote the token.
+    pub fn scrub(&self, refusal: Refusal) -> Refusal {
+        let current = self.slot().as_ref().ok().cloned();
+        let previous = self
+            .previous
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        [current, previous]
+            .into_iter()
+            .flatten()
+            .fold(refusal, |r, token| r.without(token.as_str()))
+    }
+
+    /// Puts what the token file holds now in `slot`, remembering a token it replaces.
+    fn reread(&self, slot: &mut Result<Arc<Token>, Refusal>, path: &Path) {
+        let fresh = read_token_file(path).map(Arc::new);
+        if let Ok(old) = std::mem::replace(slot, fresh) {
+            *self.previous.lock().unwrap_or_else(PoisonError::into_inner) = Some(old);
+        }
     }
 
     /// vaultd did not know `used`: the token to retry with, when the token
@@ -120,7 +144,7 @@ impl AgentToken {
         {
             return Some(token.clone());
         }
-        *slot = read_token_file(path).map(Arc::new);
+        self.reread(&mut slot, path);
         match &*slot {
             Ok(token) if token.0 != used.0 => Some(token.clone()),
             _ => None,
@@ -263,12 +287,34 @@ mod tests {
         let path = dir.path().join("late.token");
         let t = AgentToken::from_file(path.clone());
         assert!(t.current().unwrap_err().text().contains("No such file"));
-        assert!(t.cached().is_none());
         std::fs::write(&path, "vt_late\n").unwrap();
         assert_eq!(t.current().unwrap().as_str(), "vt_late");
         // Once it works, the file is not read again per call.
         std::fs::write(&path, "vt_other").unwrap();
         assert_eq!(t.current().unwrap().as_str(), "vt_late");
+    }
+
+    /// A refusal is scrubbed of the token in use and of the one it replaced
+    /// (a call still running may have sent the old one).
+    #[test]
+    fn refusals_are_scrubbed_of_the_current_and_the_replaced_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.token");
+        let (old, new) = ("vtk_old_0123456789abcdef", "vtk_new_0123456789abcdef");
+        std::fs::write(&path, old).unwrap();
+        let t = AgentToken::from_file(path.clone());
+        let used = t.current().unwrap();
+        std::fs::write(&path, new).unwrap();
+        assert_eq!(t.refresh(&used).unwrap().as_str(), new);
+        let echo = Refusal::from_daemon(&format!("bad_request: saw {old} and {new}")).unwrap();
+        let text = t.scrub(echo).text().to_string();
+        assert!(!text.contains(old) && !text.contains(new), "{text}");
+        // And when the file then breaks, the last good token is still known.
+        std::fs::remove_file(&path).unwrap();
+        let fresh = t.current().unwrap();
+        assert!(t.refresh(&fresh).is_none());
+        let echo = Refusal::from_daemon(&format!("bad_request: saw {new}")).unwrap();
+        assert!(!t.scrub(echo).text().contains(new));
     }
 
     #[test]
