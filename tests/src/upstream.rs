@@ -40,6 +40,7 @@
 //! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc`, `echo-b64-lines` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form (`echo-b64-lines`: 42 bytes of `P` then the value, base64 in lines of 76 characters) |
 //! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key`, and a header named after the last word of each (the credential, lowercased as a name) when that is a valid name |
 //! | `echo-gzip` | the echo object gzip-compressed, `Content-Encoding: gzip`, whatever Accept-Encoding says |
+//! | `echo-gzip-unlabelled`, `echo-zlib-unlabelled` | the echo object (with `?plain=1`: a harmless text) gzip- or zlib-compressed, no Content-Encoding (`application/gzip`, `application/octet-stream`) |
 //! | `echo-binary` | `application/octet-stream`: [`BINARY_PREFIX`] + Authorization value + [`BINARY_SUFFIX`] |
 //! | `status/NNN` | status NNN, body `{"status":NNN}` |
 //! | `redirect?to=URL` | 302, `Location: URL` (form-decoded) |
@@ -450,6 +451,10 @@ enum Route {
     EchoEncoded(Encoding),
     EchoHeader,
     EchoGzip,
+    /// Compressed (gzip, or zlib) but not labelled so: no Content-Encoding.
+    EchoCompressedUnlabelled {
+        zlib: bool,
+    },
     EchoBinary,
     Status(u16),
     Redirect,
@@ -476,6 +481,8 @@ fn route(path: &str) -> Route {
             "echo-b64-lines" => Route::EchoEncoded(Encoding::B64Lines),
             "echo-header" => Route::EchoHeader,
             "echo-gzip" => Route::EchoGzip,
+            "echo-gzip-unlabelled" => Route::EchoCompressedUnlabelled { zlib: false },
+            "echo-zlib-unlabelled" => Route::EchoCompressedUnlabelled { zlib: true },
             "echo-binary" => Route::EchoBinary,
             "status" => match segs.get(i + 1).and_then(|s| s.parse::<u16>().ok()) {
                 Some(code) => Route::Status(code),
@@ -604,6 +611,26 @@ fn handle_route(rec: &Recorded, ctl: &Arc<ConnCtl>) -> Option<Response<RespBody>
             resp.headers_mut()
                 .insert("content-encoding", HeaderValue::from_static("gzip"));
             resp
+        }
+        Route::EchoCompressedUnlabelled { zlib } => {
+            use std::io::Write as _;
+            // `?plain=1`: a harmless text instead of the echo object.
+            let plain = if rec.query_pairs().iter().any(|(k, _)| k == "plain") {
+                b"hello, compressed world".to_vec()
+            } else {
+                serde_json::to_vec(&echo_object(rec)).expect("serialize")
+            };
+            let level = flate2::Compression::default();
+            let (bytes, content_type) = if zlib {
+                let mut z = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                z.write_all(&plain).expect("zlib");
+                (z.finish().expect("zlib"), "application/octet-stream")
+            } else {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
+                gz.write_all(&plain).expect("gzip");
+                (gz.finish().expect("gzip"), "application/gzip")
+            };
+            full(StatusCode::OK, content_type, bytes)
         }
         Route::EchoBinary => {
             let mut body = BINARY_PREFIX.to_vec();

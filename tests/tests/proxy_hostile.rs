@@ -1175,3 +1175,47 @@ fn raw_grpc_calls_get_the_same_checks() {
         assert_no_canary(&env, canary);
     }
 }
+
+/// Rule 6: a body that is gzip or zlib data without a Content-Encoding that
+/// says so (`application/gzip`, or compressed bytes sent as plain) would
+/// reach the agent as base64 it can decompress. vaultd decompresses such a
+/// body itself and refuses it when a credential form is inside; a harmless
+/// one goes through untouched.
+#[test]
+fn unlabelled_compressed_bodies_holding_a_credential_are_refused() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    for (cap, base) in [
+        ("bear", "/api"),
+        ("qry", "/q"),
+        ("hdr", "/h"),
+        ("bas", "/b"),
+    ] {
+        for route in ["echo-gzip-unlabelled", "echo-zlib-unlabelled"] {
+            up.clear();
+            let r = mcp.execute(get(cap, &format!("/v1/{route}"), json!({})));
+            assert_eq!(up.request_count(), 1, "{cap} {route}");
+            r.assert_refused("upstream_error");
+            assert!(
+                r.text.contains("compressed data that holds a credential"),
+                "{cap} {route}: {}",
+                r.text
+            );
+            let plain = mcp.execute(get(
+                cap,
+                &format!("/v1/{route}"),
+                json!({"query": {"plain": "1"}}),
+            ));
+            let v = plain.json();
+            assert_eq!(v["status"], 200, "{cap} {route}: {v}");
+            assert_eq!(v["body_encoding"], "base64", "{v}");
+            assert!(!plain.is_error, "{base}: {}", plain.text);
+        }
+    }
+    drop(mcp);
+    for canary in CANARIES {
+        assert_no_canary(&env, canary);
+    }
+}

@@ -538,6 +538,73 @@ fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
     )
 }
 
+/// Most bytes a body that looks compressed is decompressed to when it is
+/// checked for credentials; a larger one is refused (fail closed).
+const MAX_INFLATED: usize = 64 << 20;
+
+/// A body the upstream did not label as compressed (declared encodings are
+/// decoded by the client) but that is a gzip or zlib stream by its magic
+/// bytes (`Content-Type: application/gzip`, or gzip sent as `identity`):
+/// the agent could decompress it, so it is decompressed here and refused if
+/// any credential form is inside (DESIGN.md rule 6: the agent never gets a
+/// compressed copy of a credential). Raw deflate and other formats have no
+/// magic to go by (SECURITY.md).
+fn refuse_compressed_credential(svc: &ServiceRuntime, body: &[u8]) -> Result<(), Refusal> {
+    use std::io::Read as _;
+    let gzip = body.starts_with(&[0x1f, 0x8b]);
+    let zlib = matches!(body, [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31));
+    if !gzip && !zlib {
+        return Ok(());
+    }
+    let mut reader: Box<dyn std::io::Read + '_> = if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(body))
+    } else {
+        Box::new(flate2::read::ZlibDecoder::new(body))
+    };
+    // Windows of 64 KiB, each after the last `keep` bytes of the one before,
+    // so a credential form across two windows is still seen whole.
+    let keep = (svc.scrubber.longest_pattern() * 8).max(1024);
+    let mut window = zeroize::Zeroizing::new(Vec::with_capacity(keep + (64 << 10)));
+    let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 << 10]);
+    let mut total = 0usize;
+    let found = loop {
+        // A stream that is not valid (a text starting like a zlib header, a
+        // cut body) is checked as far as it decompresses.
+        let n = reader.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break false;
+        }
+        total += n;
+        if total > MAX_INFLATED {
+            return Err(Refusal::new(
+                codes::UPSTREAM_ERROR,
+                format!(
+                    "service {:?} answered with compressed data larger than {} MiB once decompressed; it was discarded, as it could not be checked for credentials",
+                    svc.service.name,
+                    MAX_INFLATED >> 20
+                ),
+            ));
+        }
+        let cut = window.len().saturating_sub(keep);
+        window.drain(..cut);
+        window.extend_from_slice(&chunk[..n]);
+        let mut probe = zeroize::Zeroizing::new(window.to_vec());
+        if svc.scrubber.scrub(&mut probe) > 0 {
+            break true;
+        }
+    };
+    if found {
+        return Err(Refusal::new(
+            codes::UPSTREAM_ERROR,
+            format!(
+                "service {:?} answered with compressed data that holds a credential; it was discarded. Ask the user to check the service",
+                svc.service.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the connect failed with EACCES (the sandbox's port rule).
 fn refused_by_sandbox(e: &reqwest::Error) -> bool {
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
@@ -661,6 +728,7 @@ async fn call_upstream(
             body.extend_from_slice(&chunk);
         }
         drop(resp); // HTTP/1.1: a truncated body's connection is closed, not pooled
+        refuse_compressed_credential(svc, &body)?;
         if truncated {
             // Also redacts a trailing piece that starts a credential form: the
             // agent could pad its request so the cut falls inside an echo.

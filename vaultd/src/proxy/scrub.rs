@@ -221,6 +221,14 @@ impl Scrubber {
         })
     }
 
+    /// Length of the longest pattern (0 without any).
+    pub fn longest_pattern(&self) -> usize {
+        (0..self.patterns.len())
+            .map(|i| self.patterns.get(i).len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Number of patterns (for tests and status).
     pub fn pattern_count(&self) -> usize {
         self.patterns.len()
