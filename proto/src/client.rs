@@ -78,7 +78,8 @@ pub enum ConnectError {
     },
     /// The daemon did not answer the handshake in time.
     #[error(
-        "vaultd at {path} did not answer within {timeout:?}; it may be stopped or hung: `vaultctl lock` ends it"
+        "vaultd at {path} accepted the connection but did not answer within {secs} s; it may be stopped or hung: `vaultctl lock` ends it, and `systemctl --user restart vaultd` starts it again",
+        secs = .timeout.as_secs_f64()
     )]
     Timeout {
         /// The socket path tried.

@@ -131,21 +131,7 @@ pub fn no_socket(why: impl fmt::Display) -> Refusal {
 /// wrong protocol version, not vaultd, no answer). vault-proto's texts already
 /// say what to run.
 pub fn connect_failed(error: &ConnectError) -> Refusal {
-    match error {
-        // Worded like [`deadline`]: the time waited, and a next step that works
-        // on a hung daemon (vault-proto's text suggests `vaultctl lock`, which
-        // a daemon that does not answer cannot serve either).
-        ConnectError::Timeout { path, timeout } => Refusal::new(
-            UNAVAILABLE,
-            format_args!(
-                "vaultd at {} accepted the connection but did not answer within {} s; it may be stopped \
-                 or hung: restart it with `systemctl --user restart vaultd`",
-                path.display(),
-                timeout.as_secs_f64()
-            ),
-        ),
-        other => Refusal::new(UNAVAILABLE, other),
-    }
+    Refusal::new(UNAVAILABLE, error)
 }
 
 /// The connection broke while a call was under way.
@@ -673,7 +659,7 @@ mod tests {
         assert_eq!(
             r.text(),
             "unavailable: vaultd at /s.sock accepted the connection but did not answer within 5 s; it may be \
-             stopped or hung: restart it with `systemctl --user restart vaultd`"
+             stopped or hung: `vaultctl lock` ends it, and `systemctl --user restart vaultd` starts it again"
         );
         let r = deadline(Path::new("/s.sock"), Duration::from_secs(10), false);
         assert!(r.text().contains("did not answer within 10 s;"), "{r}");
