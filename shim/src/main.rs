@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
 
     let token = AgentToken::configured(cli.token_file.clone());
-    if let Err(refusal) = token.current() {
+    if let Some(refusal) = token.error() {
         if token.file().is_some() {
             eprintln!(
                 "vault-mcp: {refusal}; tool calls are refused until the file holds a valid token (it is read again on each call until then)"

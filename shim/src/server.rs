@@ -13,9 +13,10 @@ use std::sync::Arc;
 use rmcp::handler::server::common::schema_for_empty_input;
 use rmcp::handler::server::tool::{schema_for_input, schema_for_output};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod,
-    DiscoverResult, ErrorCode, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, CustomRequest,
+    CustomResult, DiscoverResult, ErrorCode, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -212,6 +213,25 @@ impl VaultMcp {
         let text = serde_json::to_string(&Executed::from(reply)).unwrap_or_default();
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
+
+    /// An `execute` refused with `unknown_agent`. It is not repeated with a
+    /// new token from the token file, because vaultd gives the same refusal to
+    /// a call aborted by `vaultctl agent rm` while it ran, which may have
+    /// reached the API; the next call uses the new token.
+    fn execute_refused(&self, refusal: Refusal, used: &Token) -> Refusal {
+        if !refusal.is_unknown_agent() {
+            return refusal;
+        }
+        match (self.token.refresh(used), self.token.file()) {
+            (Some(_), Some(path)) => refusal.followed_by(format_args!(
+                "vault-mcp has now read a new token from {} and uses it from the next call on: call again \
+                 (this call was refused with the old token; it reached the API only if it was already \
+                 running when that agent was removed)",
+                path.display()
+            )),
+            _ => self.token.unknown(refusal),
+        }
+    }
 }
 
 /// The string arguments of `execute`: name, required, and what refusals say it must be.
@@ -287,24 +307,56 @@ fn execute_args(arguments: JsonObject) -> Result<ExecuteArgs, Refusal> {
         .map_err(|e| render::bad_arguments("execute", e))
 }
 
-impl VaultMcp {
-    /// An `execute` refused with `unknown_agent`. It is not repeated with a
-    /// new token from the token file, because vaultd gives the same refusal to
-    /// a call aborted by `vaultctl agent rm` while it ran, which may have
-    /// reached the API; the next call uses the new token.
-    fn execute_refused(&self, refusal: Refusal, used: &Token) -> Refusal {
-        if !refusal.is_unknown_agent() {
-            return refusal;
-        }
-        match (self.token.refresh(used), self.token.file()) {
-            (Some(_), Some(path)) => refusal.followed_by(format_args!(
-                "vault-mcp has now read a new token from {} and uses it from the next call on: call again \
-                 (this call was refused with the old token; it reached the API only if it was already \
-                 running when that agent was removed)",
-                path.display()
-            )),
-            _ => self.token.unknown(refusal),
-        }
+/// `-32601` for `method`, naming the methods vault-mcp serves.
+fn method_not_found(method: &str) -> ErrorData {
+    ErrorData::new(
+        ErrorCode::METHOD_NOT_FOUND,
+        format!(
+            "Method not found: {method:?} (vault-mcp serves initialize, ping, tools/list and tools/call)"
+        ),
+        None,
+    )
+}
+
+/// MCP methods whose params rmcp types: a request for one of them that lands
+/// in `CustomRequest` has params that do not fit.
+const TYPED_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/call",
+    "tools/list",
+    "prompts/get",
+    "prompts/list",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// What is wrong with a `tools/call` request's params.
+fn call_tool_misfit(params: Option<&serde_json::Value>) -> String {
+    const SHAPE: &str = "{\"name\": TOOL, \"arguments\": {...}}";
+    let Some(params) = params else {
+        return format!("\"params\" is required: {SHAPE}");
+    };
+    let Some(object) = params.as_object() else {
+        return format!("\"params\" must be an object: {SHAPE}");
+    };
+    if !object.get("name").is_some_and(serde_json::Value::is_string) {
+        return "\"name\" is required: a string, the tool's name (see tools/list)".to_owned();
+    }
+    if object
+        .get("arguments")
+        .is_some_and(|a| !a.is_object() && !a.is_null())
+    {
+        return "\"arguments\" must be an object: the tool's arguments by name".to_owned();
+    }
+    match serde_json::from_value::<CallToolRequestParams>(params.clone()) {
+        Err(e) => format!("\"params\" do not fit: {e}"),
+        Ok(_) => "\"params\" do not match the MCP schema".to_owned(),
     }
 }
 
@@ -384,7 +436,32 @@ impl ServerHandler for VaultMcp {
         &self,
         _context: RequestContext<RoleServer>,
     ) -> Result<DiscoverResult, ErrorData> {
-        Err(ErrorData::method_not_found::<DiscoverRequestMethod>())
+        Err(method_not_found("server/discover"))
+    }
+
+    /// A request rmcp could only take as a custom one: a method it does not
+    /// know (`-32601`, naming the methods served; rmcp's own message is the
+    /// bare name), or one it knows whose params do not fit (`-32602`: rmcp
+    /// would answer "method not found", as if `tools/call` did not exist).
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, ErrorData> {
+        let method = request.method.as_str();
+        if !TYPED_METHODS.contains(&method) {
+            return Err(method_not_found(method));
+        }
+        let detail = if method == "tools/call" {
+            call_tool_misfit(request.params.as_ref())
+        } else {
+            "\"params\" do not match the MCP schema for this method".to_owned()
+        };
+        Err(ErrorData::new(
+            ErrorCode::INVALID_PARAMS,
+            format!("Invalid params: {method}: {detail}"),
+            None,
+        ))
     }
 
     async fn list_tools(

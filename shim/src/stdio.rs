@@ -10,12 +10,10 @@
 //! (`null` otherwise), and the session goes on: `-32700` for text that is not
 //! JSON or not UTF-8, `-32602` when only a string inside `params` is not
 //! Unicode (a lone surrogate escape such as `\ud800`), `-32600` for JSON that
-//! is not a JSON-RPC 2.0 message and for a line over [`MAX_LINE_BYTES`]. A
-//! request rmcp can only take as a custom one is answered here too: `-32602`
-//! when the params of a method it knows (`tools/call` with `arguments` a list,
-//! say) do not fit, `-32601` naming the methods served when the method is
-//! unknown (rmcp would answer both with the bare method name). An MCP client
-//! never answers a response, so one answer per line cannot storm.
+//! is not a JSON-RPC 2.0 message and for a line over [`MAX_LINE_BYTES`]. (A
+//! well-formed request for an unknown method, or whose params do not fit its
+//! method, is the server's to answer: `VaultMcp::on_custom_request`.) An MCP
+//! client never answers a response, so one answer per line cannot storm.
 //! Notifications and responses are never answered (JSON-RPC forbids it); a
 //! short note goes to stderr instead. stdout carries nothing but JSON-RPC.
 //!
@@ -35,10 +33,7 @@ use std::io;
 use std::sync::Arc;
 
 use rmcp::RoleServer;
-use rmcp::model::{
-    CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, JsonRpcMessage,
-    ServerJsonRpcMessage,
-};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::Transport;
 use rmcp::transport::{StdioReader, StdioWriter};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -52,7 +47,6 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
-const METHOD_NOT_FOUND: i64 = -32601;
 const INVALID_PARAMS: i64 = -32602;
 
 /// MCP over this process's stdin and stdout (non-blocking pipes when they are pipes).
@@ -264,10 +258,7 @@ where
             }
             match outcome {
                 None => {}
-                Some(Ok(message)) => match misfit(&message) {
-                    None => return Some(message),
-                    reply => self.reply = reply,
-                },
+                Some(Ok(message)) => return Some(message),
                 Some(Err(reply)) => self.reply = reply,
             }
         }
@@ -336,83 +327,6 @@ fn error_line(id: Value, code: i64, message: String) -> Vec<u8> {
     .expect("a JSON value serializes");
     reply.push(b'\n');
     reply
-}
-
-/// MCP methods whose params rmcp types: a request for one of them that lands
-/// in `CustomRequest` has params that do not fit (rmcp would answer "method not
-/// found", as if `tools/call` did not exist).
-const TYPED_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "tools/call",
-    "tools/list",
-    "prompts/get",
-    "prompts/list",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "completion/complete",
-    "logging/setLevel",
-];
-
-/// What is wrong with a `tools/call` request's params.
-fn call_tool_misfit(params: Option<&Value>) -> String {
-    const SHAPE: &str = "{\"name\": TOOL, \"arguments\": {...}}";
-    let Some(params) = params else {
-        return format!("\"params\" is required: {SHAPE}");
-    };
-    let Some(object) = params.as_object() else {
-        return format!("\"params\" must be an object: {SHAPE}");
-    };
-    if !object.get("name").is_some_and(Value::is_string) {
-        return "\"name\" is required: a string, the tool's name (see tools/list)".to_owned();
-    }
-    if object
-        .get("arguments")
-        .is_some_and(|a| !a.is_object() && !a.is_null())
-    {
-        return "\"arguments\" must be an object: the tool's arguments by name".to_owned();
-    }
-    match serde_json::from_value::<CallToolRequestParams>(params.clone()) {
-        Err(e) => format!("\"params\" do not fit: {e}"),
-        Ok(_) => "\"params\" do not match the MCP schema".to_owned(),
-    }
-}
-
-/// The answer for a parsed request that rmcp could only take as a custom one:
-/// `-32602` when its params do not fit its (known) method, `-32601` naming the
-/// methods served when the method is unknown (rmcp's message is the bare name).
-fn misfit(message: &ClientJsonRpcMessage) -> Option<Vec<u8>> {
-    let JsonRpcMessage::Request(request) = message else {
-        return None;
-    };
-    let ClientRequest::CustomRequest(custom) = &request.request else {
-        return None;
-    };
-    let method = custom.method.as_str();
-    let id = serde_json::to_value(&request.id).unwrap_or(Value::Null);
-    if !TYPED_METHODS.contains(&method) {
-        return Some(error_line(
-            id,
-            METHOD_NOT_FOUND,
-            format!(
-                "Method not found: {method:?} (vault-mcp serves initialize, ping, tools/list and \
-                 tools/call)"
-            ),
-        ));
-    }
-    let detail = if method == "tools/call" {
-        call_tool_misfit(custom.params.as_ref())
-    } else {
-        "\"params\" do not match the MCP schema for this method".to_owned()
-    };
-    Some(error_line(
-        id,
-        INVALID_PARAMS,
-        format!("Invalid params: {method}: {detail}"),
-    ))
 }
 
 /// The error code and message for a line that did not parse, and whether it

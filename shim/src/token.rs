@@ -109,6 +109,11 @@ impl AgentToken {
         slot.clone()
     }
 
+    /// Why there is no token now, as last read (nothing is read again).
+    pub fn error(&self) -> Option<Refusal> {
+        self.slot().as_ref().err().cloned()
+    }
+
     /// `refusal` with every token this process may have sent on its way
     /// (the current one and the one it replaced) taken out: defence in depth,
     /// as vaultd's refusals do not quote the token.
