@@ -774,14 +774,16 @@ impl Rule {
     /// True when the canonical `method` and the canonical `path` (from [`canonical_path`]) match this rule.
     #[must_use]
     pub fn matches(&self, method: &str, path: &str) -> bool {
+        self.candidate(method, path)
+            .is_some_and(|segments| glob_match(&self.segments, &segments))
+    }
+
+    /// `path`'s segments when `method` is this rule's, else `None`.
+    fn candidate<'p>(&self, method: &str, path: &'p str) -> Option<Vec<&'p str>> {
         if self.method.is_some_and(|m| m != method) {
-            return false;
+            return None;
         }
-        let Some(rest) = path.strip_prefix('/') else {
-            return false;
-        };
-        let segments: Vec<&str> = rest.split('/').collect();
-        glob_match(&self.segments, &segments)
+        Some(path.strip_prefix('/')?.split('/').collect())
     }
 }
 
@@ -792,14 +794,21 @@ impl Rule {
     /// (deny fails closed; allow rules match exactly).
     #[must_use]
     pub fn denies(&self, method: &str, path: &str) -> bool {
-        if self.matches(method, path) {
+        let Some(mut segments) = self.candidate(method, path) else {
+            return false;
+        };
+        if glob_match(&self.segments, &segments) {
             return true;
         }
-        match path.strip_suffix('/') {
-            Some(bare) if !bare.is_empty() => self.matches(method, bare),
-            Some(_) => false,
-            None => self.matches(method, &format!("{path}/")),
+        // The other form: a trailing `/` is an empty last segment.
+        match segments.last() {
+            Some(&"") if segments.len() > 1 => {
+                segments.pop();
+            }
+            Some(&"") => return false, // the root, `/`
+            _ => segments.push(""),
         }
+        glob_match(&self.segments, &segments)
     }
 }
 
