@@ -246,7 +246,7 @@ impl Scrubber {
     /// When anything is replaced, the old buffer is zeroized before it is
     /// freed; when nothing is, `data` is left byte-identical.
     pub fn scrub(&self, data: &mut Vec<u8>) -> usize {
-        self.scrub_impl(data, false)
+        self.scrub_impl(data, false, false)
     }
 
     /// Like [`Scrubber::scrub`], for a body that was cut short (for instance
@@ -257,7 +257,7 @@ impl Scrubber {
     /// Any such fragment is redacted, however short: a false positive only
     /// costs the last bytes of a body that is already incomplete.
     pub fn scrub_truncated(&self, data: &mut Vec<u8>) -> usize {
-        self.scrub_impl(data, true)
+        self.scrub_impl(data, true, false)
     }
 
     /// The tail step of [`Scrubber::scrub_truncated`], for a cut body that
@@ -269,7 +269,7 @@ impl Scrubber {
     /// whole occurrence (only possible for a self-overlapping credential) is
     /// merged with it, while after `scrub` the part already replaced is gone.
     pub fn scrub_tail(&self, data: &mut Vec<u8>) -> usize {
-        self.scrub_impl(data, true)
+        self.scrub_impl(data, true, false)
     }
 
     /// Same as [`Scrubber::scrub`] for a header value; returns the new value
@@ -277,12 +277,7 @@ impl Scrubber {
     /// are not valid UTF-8 (a credential that starts or ends inside a
     /// multi-byte character), the value is returned lossily.
     pub fn scrub_str(&self, value: &str) -> (String, usize) {
-        let mut bytes = value.as_bytes().to_vec();
-        let count = self.scrub(&mut bytes);
-        match String::from_utf8(bytes) {
-            Ok(s) => (s, count),
-            Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), count),
-        }
+        self.scrub_text(value, false)
     }
 
     /// [`Scrubber::scrub_str`] for a response header's *name*, ignoring ASCII
@@ -291,28 +286,30 @@ impl Scrubber {
     /// the agent its lowercased copy, from which any letter-case of the
     /// original is easy to try. Names are short, so the naive search is used.
     pub fn scrub_name(&self, name: &str) -> (String, usize) {
-        let mut bytes = name.as_bytes().to_vec();
-        let count = if self.patterns.is_empty() {
-            0
-        } else {
-            self.scrub_with(&mut bytes, false, &Search::IgnoreCase(&self.patterns))
-        };
-        wipe_stack();
+        self.scrub_text(name, true)
+    }
+
+    fn scrub_text(&self, text: &str, ignore_case: bool) -> (String, usize) {
+        let mut bytes = text.as_bytes().to_vec();
+        let count = self.scrub_impl(&mut bytes, false, ignore_case);
         match String::from_utf8(bytes) {
             Ok(s) => (s, count),
             Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), count),
         }
     }
 
-    fn scrub_impl(&self, data: &mut Vec<u8>, truncated: bool) -> usize {
-        let count = self.scrub_unwiped(data, truncated);
+    fn scrub_impl(&self, data: &mut Vec<u8>, truncated: bool, ignore_case: bool) -> usize {
+        let count = self.scrub_unwiped(data, truncated, ignore_case);
         wipe_stack();
         count
     }
 
-    fn scrub_unwiped(&self, data: &mut Vec<u8>, truncated: bool) -> usize {
+    fn scrub_unwiped(&self, data: &mut Vec<u8>, truncated: bool, ignore_case: bool) -> usize {
         if self.patterns.is_empty() {
             return 0;
+        }
+        if ignore_case {
+            return self.scrub_with(data, truncated, &Search::IgnoreCase(&self.patterns));
         }
         if data.len() <= SMALL_INPUT {
             return self.scrub_with(data, truncated, &Search::Naive(&self.patterns));
