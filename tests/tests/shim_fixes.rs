@@ -11,8 +11,13 @@
 //!   used to be read once, at start-up); a token from `VAULTD_AGENT_TOKEN`
 //!   cannot change, and the refusal says to restart the MCP client;
 //! - item 8: `vault_status` reports the vault's state with no token configured
-//!   (it used to be an `unknown_agent` error), with a hint saying why `agent` is null.
+//!   (it used to be an `unknown_agent` error), with a hint saying why `agent` is null;
+//! - a daemon started before `vaultctl init`: the tools are refused `locked`
+//!   naming `vaultctl init` (they used to say `vaultctl unlock`, which cannot
+//!   work without a vault), and the same session works once the user has run
+//!   `init` and `unlock`.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -396,6 +401,52 @@ fn vault_status_without_a_token_reports_the_vault_state() {
         &mcp.call("list_services", json!({})),
         "unknown_agent",
         &["no agent token", "--token-file", "restart the MCP client"],
+    );
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
+#[test]
+fn a_daemon_without_a_vault_says_to_run_init_first() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    env.allow_ports(&[up.port()]);
+    let _d = env.start_daemon();
+    // A stale token from an earlier set-up: the daemon is asked, and answers.
+    let token_file = env.root().join("agent-a.token");
+    std::fs::write(&token_file, "vt_stale\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mcp = env.mcp_with(McpOptions {
+        token_file: Some(token_file.clone()),
+        ..McpOptions::default()
+    });
+    for (tool, args) in [("list_services", json!({})), ("execute", echo())] {
+        refused_containing(
+            &mcp.call(tool, args),
+            "locked",
+            &["no vault has been created yet", "`vaultctl init`"],
+        );
+    }
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(st["state"], "uninitialized", "{st}");
+
+    // Following the advice makes the same session work.
+    env.init();
+    env.unlock();
+    env.set_secret("tok", CANARY.as_bytes());
+    let file = token_file.display().to_string();
+    env.ctl_pass(&["agent", "add", "a", "--token-file", &file])
+        .assert_ok();
+    env.apply_policy(&policy(&up, &env));
+    // The call that finds the new token was made with the stale one.
+    refused_containing(&mcp.execute(echo()), "unknown_agent", &["call again"]);
+    mcp.execute(echo()).assert_ok();
+    // Locked again, the advice is `unlock`.
+    env.lock();
+    refused_containing(
+        &mcp.call("list_services", json!({})),
+        "locked",
+        &["`vaultctl unlock`"],
     );
     drop(mcp);
     assert_no_canary(&env, CANARY);

@@ -253,6 +253,18 @@ impl Daemon {
         }
     }
 
+    /// The unlocked snapshot, or the refusal of a call that needs one:
+    /// `locked`, naming `vaultctl init` when there is no vault file yet.
+    pub fn require_unlocked(&self) -> Result<Arc<Unlocked>, crate::proxy::Refusal> {
+        self.unlocked().ok_or_else(|| {
+            if self.dirs.vault_file.exists() {
+                crate::proxy::Refusal::locked()
+            } else {
+                crate::proxy::Refusal::uninitialized()
+            }
+        })
+    }
+
     /// State and counts.
     pub fn status(&self) -> StatusInfo {
         match self.unlocked() {

@@ -226,10 +226,6 @@ fn secret(bytes: Vec<u8>) -> Result<SecretBuf, Status> {
     SecretBuf::take(bytes).map_err(|e| status_of(e.into()))
 }
 
-fn locked() -> Status {
-    Refusal::locked().into()
-}
-
 type TailStream = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -328,7 +324,7 @@ impl Vault for VaultService {
         req: Request<ListSecretsRequest>,
     ) -> Result<Response<ListSecretsResponse>, Status> {
         peer_of(&req, &self.allowed)?;
-        let u = self.daemon.unlocked().ok_or_else(locked)?;
+        let u = self.daemon.require_unlocked()?;
         Ok(Response::new(ListSecretsResponse {
             names: u.data.secrets.keys().cloned().collect(),
         }))
@@ -376,7 +372,7 @@ impl Vault for VaultService {
         req: Request<ShowPolicyRequest>,
     ) -> Result<Response<ShowPolicyResponse>, Status> {
         peer_of(&req, &self.allowed)?;
-        let u = self.daemon.unlocked().ok_or_else(locked)?;
+        let u = self.daemon.require_unlocked()?;
         let agents: Vec<&str> = u.data.agents.keys().map(String::as_str).collect();
         Ok(Response::new(ShowPolicyResponse {
             policy_toml: crate::policy::render(&u.data.policy, &agents),
@@ -405,7 +401,7 @@ impl Vault for VaultService {
         req: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
         peer_of(&req, &self.allowed)?;
-        let u = self.daemon.unlocked().ok_or_else(locked)?;
+        let u = self.daemon.require_unlocked()?;
         let agents = daemon::agent_names(&u)
             .into_iter()
             .map(|(name, has_token, capabilities)| AgentInfo {
@@ -444,8 +440,7 @@ impl Vault for VaultService {
         let rx = if r.follow {
             Some(
                 self.daemon
-                    .unlocked()
-                    .ok_or_else(locked)?
+                    .require_unlocked()?
                     .shared
                     .audit_log()
                     .subscribe(),
@@ -519,7 +514,7 @@ impl Vault for VaultService {
         req: Request<AuditVerifyRequest>,
     ) -> Result<Response<AuditVerifyResponse>, Status> {
         peer_of(&req, &self.allowed)?;
-        let u = self.daemon.unlocked().ok_or_else(locked)?;
+        let u = self.daemon.require_unlocked()?;
         let shared = u.shared.clone();
         drop(u);
         let v = tokio::task::spawn_blocking(move || shared.audit_log().verify())
@@ -556,7 +551,7 @@ impl Vault for VaultService {
     ) -> Result<Response<ListServicesResponse>, Status> {
         peer_of(&req, &self.allowed)?;
         let token = req.into_inner().agent_token;
-        let u = self.daemon.unlocked().ok_or_else(locked)?;
+        let u = self.daemon.require_unlocked()?;
         let agent =
             proxy::find_agent(&u, &token).ok_or_else(|| Status::from(Refusal::unknown_agent()))?;
         let mut capabilities: Vec<CapabilityInfo> = u

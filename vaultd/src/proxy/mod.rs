@@ -61,6 +61,15 @@ impl Refusal {
         )
     }
 
+    /// The refusal of a daemon that has no vault file yet: code `locked` (the
+    /// stable code of "nothing is unlocked"), but the next step is `init`.
+    pub fn uninitialized() -> Refusal {
+        Refusal::new(
+            codes::LOCKED,
+            "no vault has been created yet; ask the user to run `vaultctl init`, then `vaultctl unlock`, then retry",
+        )
+    }
+
     /// The unknown-agent refusal.
     pub fn unknown_agent() -> Refusal {
         Refusal::new(
@@ -164,7 +173,7 @@ pub async fn execute(
     peer: &Peer,
     req: ExecuteRequest,
 ) -> Result<ExecuteResponse, Refusal> {
-    let u = d.unlocked().ok_or_else(Refusal::locked)?;
+    let u = d.require_unlocked()?;
     let agent = find_agent(&u, &req.agent_token).ok_or_else(Refusal::unknown_agent)?;
     // `_agent_call` counts this call as the agent's until it returns.
     let (agent_cancel, _agent_call) = u.shared.agent_token(&agent);
