@@ -69,8 +69,10 @@ pub struct Unlocked {
     pub services: HashMap<String, Arc<ServiceRuntime>>,
     /// Capabilities by name.
     pub capabilities: HashMap<String, CapabilityRuntime>,
-    /// (agent name, SHA-256 of its token).
-    pub agent_hashes: Vec<(String, [u8; 32])>,
+    /// Agent names by the SHA-256 of their token. A lookup's timing can tell
+    /// an attacker about the hash only, which does not lead back to a token
+    /// (256 random bits): no constant-time scan of every agent is needed.
+    pub agents_by_token: HashMap<[u8; 32], String>,
     /// When the vault was unlocked.
     pub unlocked_at: Instant,
     /// Shared across snapshots of one unlocked period:
@@ -91,7 +93,7 @@ impl Unlocked {
             data,
             services: rt.services,
             capabilities: rt.capabilities,
-            agent_hashes: rt.agent_hashes,
+            agents_by_token: rt.agents_by_token,
             unlocked_at: Instant::now(),
             shared,
         }
@@ -103,7 +105,7 @@ impl Unlocked {
 struct Runtime {
     services: HashMap<String, Arc<ServiceRuntime>>,
     capabilities: HashMap<String, CapabilityRuntime>,
-    agent_hashes: Vec<(String, [u8; 32])>,
+    agents_by_token: HashMap<[u8; 32], String>,
 }
 
 /// State that outlives snapshot swaps but not a lock.
@@ -408,20 +410,20 @@ impl Daemon {
                 },
             );
         }
-        let agent_hashes = data
+        let agents_by_token = data
             .agents
             .iter()
             .filter_map(|(name, rec)| {
                 rec.token_sha256
                     .as_deref()
                     .and_then(unhex32)
-                    .map(|h| (name.clone(), h))
+                    .map(|h| (h, name.clone()))
             })
             .collect();
         Ok(Runtime {
             services,
             capabilities,
-            agent_hashes,
+            agents_by_token,
         })
     }
 

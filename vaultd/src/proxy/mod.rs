@@ -24,7 +24,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use subtle::ConstantTimeEq;
 use vault_proto::codes;
 use vault_proto::v1::{ExecuteRequest, ExecuteResponse, Header};
 
@@ -106,19 +105,13 @@ pub struct Peer {
     pub exe: Option<String>,
 }
 
-/// The agent named by `token` in `u`, compared in constant time against every agent.
+/// The agent named by `token` in `u`, looked up by the token's SHA-256
+/// (see [`Unlocked::agents_by_token`]).
 pub fn find_agent(u: &Unlocked, token: &str) -> Option<String> {
     if token.is_empty() {
         return None;
     }
-    let h = token_hash(token);
-    let mut found = None;
-    for (name, stored) in &u.agent_hashes {
-        if bool::from(stored.ct_eq(&h)) {
-            found = Some(name.clone());
-        }
-    }
-    found
+    u.agents_by_token.get(&token_hash(token)).cloned()
 }
 
 fn clip(s: &str, max: usize) -> String {
