@@ -434,6 +434,14 @@ fn table(other_port: u16) -> Vec<Row> {
             "X-Forwarded-Host",
             "evil.example",
         ),
+        ("X-Host", "bear", "X-Host", "evil.example"),
+        ("X-Original-Host", "bear", "X-Original-Host", "evil.example"),
+        (
+            "Proxy (httpoxy)",
+            "bear",
+            "Proxy",
+            "http://evil.example:8080",
+        ),
         (
             "CRLF in header value",
             "bear",

@@ -36,7 +36,8 @@
 //!   parameters).
 //!
 //! Headers and query parameters are checked so that the agent can never set
-//! the credential, the host, framing or hop-by-hop headers, anything that
+//! the credential, the host (`Host`, `X-Host`, `X-Original-Host`,
+//! `X-Forwarded-*`), `Proxy` (httpoxy), framing or hop-by-hop headers, anything that
 //! would make the upstream see a different method or path than the one the
 //! policy checked (`X-HTTP-Method-Override`, `X-Original-URL`, `_method`), or
 //! `Range` (a partial response could slice an echoed credential into pieces the
@@ -487,7 +488,8 @@ fn check_segment(segment: &str) -> Result<(), String> {
 /// Why the agent may not set this (lowercased) header name, if it may not.
 fn forbidden_header(lower: &str) -> Option<&'static str> {
     let why = match lower {
-        "host" => "the host is fixed by the service's base URL",
+        // `X-Host` and `X-Original-Host` are read as the host by some frameworks.
+        "host" | "x-host" | "x-original-host" => "the host is fixed by the service's base URL",
         "authorization" | "cookie" | "cookie2" => {
             "credentials are added by vaultd, never by the agent"
         }
@@ -508,6 +510,8 @@ fn forbidden_header(lower: &str) -> Option<&'static str> {
             "it would make the upstream serve another path than the one the policy checked"
         }
         "forwarded" | "via" | "x-real-ip" => "proxy metadata is never set by the agent",
+        // `Proxy` becomes HTTP_PROXY in CGI-style servers ("httpoxy").
+        "proxy" => "proxy headers are managed by vaultd",
         _ if lower.starts_with("proxy-") => "proxy headers are managed by vaultd",
         _ if lower.starts_with("x-forwarded-") => "proxy metadata is never set by the agent",
         _ => return None,
@@ -1272,6 +1276,9 @@ mod tests {
             "X-Rewrite-URL",
             "X-Forwarded-Host",
             "X-Forwarded-For",
+            "X-Host",
+            "X-Original-Host",
+            "Proxy",
             "Forwarded",
             "Range",
             // `_` for `-`: the same header to CGI-style servers.
