@@ -8,6 +8,12 @@
 //! upgraded) under a running shim is always re-checked. The stream also
 //! notices end-of-file, so a daemon that went away between two calls is
 //! re-dialled *before* the next request is sent, not after it failed.
+//!
+//! Deadlines: 10 s for the read calls, 300 s for `Execute` (above any
+//! service's upstream timeout). While an `Execute` waits, a `Hello` probe
+//! goes over the same connection every 10 s; a daemon that does not answer
+//! one within 5 s (stopped, hung) ends the call after about 15 s with
+//! `unavailable` and the time waited, instead of at the 300 s deadline.
 
 use std::future::Future;
 use std::io;
@@ -16,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -38,6 +44,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SHORT_DEADLINE: Duration = Duration::from_secs(10);
 /// Deadline of `Execute`: above any per-service upstream timeout the daemon applies.
 pub const EXECUTE_DEADLINE: Duration = Duration::from_secs(300);
+/// While an `Execute` runs, how often vault-mcp checks that the daemon still
+/// answers (a `Hello` on the same connection), so that a hung daemon is
+/// reported in seconds instead of at [`EXECUTE_DEADLINE`].
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// How long that check may take before the daemon counts as hung.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest reply accepted (a response body is capped by the service's `max_response_bytes`).
 const MAX_REPLY: usize = 64 * 1024 * 1024;
 /// Largest request sent (a 10 MiB body plus headers and query).
@@ -68,8 +80,9 @@ enum Failure {
     Lost(String),
     /// The stale channel refused to redial: the request was never sent.
     NotSent,
-    /// The deadline expired.
-    Deadline,
+    /// The daemon did not answer for this long: the call's deadline, or
+    /// the time an `Execute` had waited when a probe found the daemon hung.
+    Deadline(Duration),
 }
 
 impl Daemon {
@@ -114,17 +127,28 @@ impl Daemon {
         .await
     }
 
-    /// `Execute`, never retried once it may have left: the call may change data upstream.
+    /// `Execute`, never retried once it may have left: the call may change
+    /// data upstream. A call waits for its upstream as long as the daemon
+    /// still answers probes (see [`PROBE_EVERY`]), and no longer.
     pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, Refusal> {
         let socket = self.socket()?;
         let mut conn = self.conn().await?;
+        let probes = conn.client.clone();
+        let started = Instant::now();
         let call = conn.client.execute(request(req, EXECUTE_DEADLINE));
-        match self.attempt(conn.id, EXECUTE_DEADLINE, call).await {
+        let outcome = tokio::select! {
+            outcome = self.attempt(conn.id, EXECUTE_DEADLINE, call) => outcome,
+            () = stops_answering(probes) => {
+                self.forget(conn.id).await;
+                Err(Failure::Deadline(started.elapsed()))
+            }
+        };
+        match outcome {
             Ok(reply) => Ok(reply),
             Err(Failure::Refused(r)) => Err(r),
             Err(Failure::NotSent) => Err(render::connection_closed_before_send(socket)),
             Err(Failure::Lost(detail)) => Err(render::connection_lost(socket, &detail, true)),
-            Err(Failure::Deadline) => Err(render::deadline(socket, EXECUTE_DEADLINE, true)),
+            Err(Failure::Deadline(waited)) => Err(render::deadline(socket, waited, true)),
         }
     }
 
@@ -150,8 +174,8 @@ impl Daemon {
                     return Err(render::connection_lost(socket, &detail, false));
                 }
                 Err(Failure::NotSent) => return Err(render::connection_closed_before_send(socket)),
-                Err(Failure::Deadline) => {
-                    return Err(render::deadline(socket, SHORT_DEADLINE, false));
+                Err(Failure::Deadline(waited)) => {
+                    return Err(render::deadline(socket, waited, false));
                 }
             }
         }
@@ -169,7 +193,7 @@ impl Daemon {
             Ok(Err(status)) => status,
             Err(_) => {
                 self.forget(conn_id).await;
-                return Err(Failure::Deadline);
+                return Err(Failure::Deadline(limit));
             }
         };
         // tonic enforces the `grpc-timeout` it sends (see [`request`]) in the
@@ -178,7 +202,7 @@ impl Daemon {
         // the hung daemon then waited for again).
         if caused_by::<tonic::TimeoutExpired>(&status) {
             self.forget(conn_id).await;
-            return Err(Failure::Deadline);
+            return Err(Failure::Deadline(limit));
         }
         if let Some(refusal) = Refusal::from_daemon(status.message()) {
             return Err(Failure::Refused(refusal));
@@ -231,6 +255,27 @@ impl Daemon {
         let mut slot = self.conn.lock().await;
         if slot.as_ref().is_some_and(|c| c.id == id) {
             *slot = None;
+        }
+    }
+}
+
+/// Ends when the daemon no longer answers on `client`: a `Hello` every
+/// [`PROBE_EVERY`], each given [`PROBE_TIMEOUT`]. Pends for ever while it
+/// answers, and when the connection itself breaks (the call in flight then
+/// fails on its own, with the better message).
+async fn stops_answering(mut client: Client) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let hello = HelloRequest {
+            client_protocol: PROTOCOL_VERSION,
+        };
+        let probe = client.hello(request(hello, PROBE_TIMEOUT));
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) if !caused_by::<tonic::TimeoutExpired>(&status) => {
+                std::future::pending::<()>().await;
+            }
+            _ => return,
         }
     }
 }

@@ -5,7 +5,9 @@
 //! - item 5: a wrongly typed `execute` argument is refused naming the argument,
 //!   what it must be and what it got; nothing reaches the upstream;
 //! - item 7: a hung (SIGSTOPped) daemon is reported with the time actually
-//!   waited for it (the first call used to wait 15 s and say "5s");
+//!   waited for it (the first call used to wait 15 s and say "5s"); one that
+//!   hangs while an `execute` waits for its upstream is found by vault-mcp's
+//!   probes within about 15 s (the call used to wait for its 300 s deadline);
 //! - item 3: a `--token-file` written, or rewritten by `agent rm` + `agent add
 //!   --token-file` of the same file, is picked up by the running session (it
 //!   used to be read once, at start-up); a token from `VAULTD_AGENT_TOKEN`
@@ -448,6 +450,57 @@ fn a_daemon_without_a_vault_says_to_run_init_first() {
         "locked",
         &["`vaultctl unlock`"],
     );
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
+#[test]
+fn a_daemon_that_hangs_during_an_execute_is_reported_in_seconds() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let d = setup(&up, &env);
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    mcp.execute(echo()).assert_ok();
+
+    // The upstream would answer after 25 s; vaultd is stopped once the
+    // request has reached it, so no answer can come back.
+    let slow = json!({"capability": "echo", "method": "GET", "path": "/echo/slow",
+                      "query": {"ms": "25000"}});
+    let (r, took) = std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            let t = Instant::now();
+            let r = mcp.call_timeout("execute", slow, Duration::from_secs(60));
+            (r, t.elapsed().as_secs_f64())
+        });
+        up.wait_for_requests(2, Duration::from_secs(10));
+        let _stopped = Stopped(&d);
+        d.sigstop();
+        call.join().expect("the execute thread")
+    });
+    r.assert_refused("unavailable");
+    for part in [
+        "did not answer within",
+        "may be hung",
+        "systemctl --user restart vaultd",
+        "may or may not have reached the API",
+    ] {
+        assert!(r.text.contains(part), "{part:?} missing: {}", r.text);
+    }
+    let said = seconds_said(&r.text);
+    println!("hung during execute: waited {took:.1} s, said {said} s");
+    assert!(
+        took < 20.0,
+        "the call took {took:.1} s: probes every 10 s given 5 s each should end it in about 15"
+    );
+    assert!(
+        (took - said).abs() < 2.0,
+        "the call took {took:.1} s but the refusal says {said} s: {}",
+        r.text
+    );
+
+    // Resumed: the same session is served again.
+    mcp.execute(echo()).assert_ok();
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
