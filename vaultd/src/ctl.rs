@@ -24,16 +24,9 @@ use crate::vault::KdfParams;
 
 /// Stdout is closed (`vaultctl status | head -1`): vaultctl stops writing and
 /// exits quietly with 141, as a program ended by SIGPIPE, instead of panicking.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("stdout is closed")]
 pub struct StdoutClosed;
-
-impl std::fmt::Display for StdoutClosed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stdout is closed")
-    }
-}
-
-impl std::error::Error for StdoutClosed {}
 
 fn stdout_error(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -504,16 +497,9 @@ fn rpc(e: tonic::Status) -> anyhow::Error {
 
 /// The daemon refused because no vault is unlocked (see [`run`], which tells
 /// "locked" from "no vault yet").
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the vault is locked: run `vaultctl unlock`, then try again")]
 struct LockedRefusal;
-
-impl std::fmt::Display for LockedRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the vault is locked: run `vaultctl unlock`, then try again")
-    }
-}
-
-impl std::error::Error for LockedRefusal {}
 
 /// What the daemon reports about itself, if it answers within 2 s.
 async fn daemon_status() -> Option<StatusResponse> {
@@ -724,9 +710,10 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     let path = f.path.clone();
                     f.write(format!("{}\n", r.token).as_bytes())
                         .with_context(|| {
-                            format!(
-                                "agent {name} was created, but its token could not be written to {} and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name} --token-file FILE` again (and `vaultctl policy apply` your policy again: `agent rm` also removes its grants)",
-                                path.display()
+                            token_lost(
+                                &name,
+                                &format!("written to {}", path.display()),
+                                " --token-file FILE",
                             )
                         })?;
                     outln!(
@@ -742,9 +729,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     };
                     let mut stdout = std::io::stdout().lock();
                     if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
-                        bail!(
-                            "agent {name} was created, but its token could not be printed ({e}) and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name}` again (and `vaultctl policy apply` your policy again: `agent rm` also removes its grants)"
-                        );
+                        bail!(token_lost(&name, &format!("printed ({e})"), ""));
                     }
                 }
                 if token_file.is_none() && !json {
@@ -827,6 +812,15 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::McpConfig(args) => out!("{}", mcp_config(&args).await?),
     }
     Ok(0)
+}
+
+/// The error of an `agent add` whose new token could not be `handed` out
+/// (written to a file, printed): the agent exists, its token is lost, and
+/// the way back is to add it again (`add_args`: the same output option).
+fn token_lost(name: &str, handed: &str, add_args: &str) -> String {
+    format!(
+        "agent {name} was created, but its token could not be {handed} and is lost: run `vaultctl agent rm {name}`, then `vaultctl agent add {name}{add_args}` again (and `vaultctl policy apply` your policy again: `agent rm` also removes its grants)"
+    )
 }
 
 /// `agent add --token-file`'s file, opened before the agent is created.

@@ -90,24 +90,9 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // whole life. (A second daemon on the same vault, reached through another
     // VAULTD_SOCKET, would interleave its audit records with ours and serve a
     // stale copy of the policy.)
-    let lock_file = hold_instance_lock(
-        &sock_dir.join(format!(
-            "{}.lock",
-            dirs.socket
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("vaultd.sock")
-        )),
-        &format!("on {}", dirs.socket.display()),
-    )?;
+    let lock_file = hold_instance_lock(&dirs.socket, &format!("on {}", dirs.socket.display()))?;
     let vault_lock = hold_instance_lock(
-        &dirs.vault_file.with_file_name(format!(
-            "{}.lock",
-            dirs.vault_file
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("vault.bin")
-        )),
+        &dirs.vault_file,
         &format!("for {}", dirs.vault_file.display()),
     )?;
     // We hold the lock, so a socket file left here is stale.
@@ -225,12 +210,15 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens `path` and takes an exclusive lock on it, held while the returned
-/// file lives; writes this process's pid into it, so that a second vaultd can
-/// say which process to stop. `what` completes "another vaultd is already
-/// running ...".
-fn hold_instance_lock(path: &Path, what: &str) -> anyhow::Result<std::fs::File> {
+/// Opens `guarded`'s lock file (`NAME.lock` beside it) and takes an
+/// exclusive lock on it, held while the returned file lives; writes this
+/// process's pid into it, so that a second vaultd can say which process to
+/// stop. `what` completes "another vaultd is already running ...".
+fn hold_instance_lock(guarded: &Path, what: &str) -> anyhow::Result<std::fs::File> {
     use std::io::{Read as _, Seek as _, Write as _};
+    let mut name = guarded.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let path = &guarded.with_file_name(name);
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)

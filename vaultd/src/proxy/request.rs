@@ -789,9 +789,7 @@ impl Rule {
         }
         Some(path.strip_prefix('/')?.split('/').collect())
     }
-}
 
-impl Rule {
     /// [`Rule::matches`] for a deny rule, which also matches the path with
     /// its trailing `/` removed or added: most servers route `/x/` and `/x`
     /// alike, so `deny = ["GET /secret"]` must refuse `GET /secret/` too
