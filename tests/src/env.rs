@@ -87,6 +87,7 @@ use command_fds::{CommandFdExt as _, FdMapping};
 use crate::forms;
 use crate::mcp::{McpClient, McpOptions};
 use crate::pki::Pki;
+use crate::upstream::Upstream;
 
 /// The passphrase [`VaultEnv::init`] sets and every `*_pass` helper sends.
 pub const PASSPHRASE: &str = "vaultd-tests passphrase: correct horse battery staple";
@@ -1079,6 +1080,19 @@ impl VaultEnv {
         self.init();
         let d = self.start_daemon();
         self.unlock();
+        d
+    }
+
+    /// The set-up of most proxy tests: `up`'s port in `upstream_ports`, a
+    /// daemon started and unlocked ([`VaultEnv::start_unlocked`]), secret
+    /// `tok` set to `secret` (the name [`crate::policy::one_service`]'s
+    /// service uses) and `policy` applied.
+    #[track_caller]
+    pub fn start_serving(&self, up: &Upstream, secret: &[u8], policy: &str) -> Daemon {
+        self.allow_ports(&[up.port()]);
+        let d = self.start_unlocked();
+        self.set_secret("tok", secret);
+        self.apply_policy(policy);
         d
     }
 

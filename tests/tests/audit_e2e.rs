@@ -33,10 +33,7 @@ fn records(env: &VaultEnv) -> Vec<Value> {
 fn audit_records_every_call_and_verify_finds_every_tampering() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(&up, &env));
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);
 
@@ -239,10 +236,7 @@ fn audit_records_every_call_and_verify_finds_every_tampering() {
 fn records_cut_off_while_locked_are_found_after_unlock() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(&up, &env));
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);
     mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo"}))
@@ -288,10 +282,7 @@ fn records_cut_off_while_locked_are_found_after_unlock() {
 fn agent_input_cannot_forge_lines_in_audit_tail() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(&up, &env));
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);
     let fake = "2026-01-01T00:00:00.000Z #1 decision agent=a cap=echo GET /v1/x allowed";
@@ -329,10 +320,7 @@ fn agent_input_cannot_forge_lines_in_audit_tail() {
 fn a_call_whose_caller_goes_away_still_gets_its_result_record() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(&up, &env));
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
     let token = env.add_agent("a");
 
     // The runtime, and with it the connection, is gone when this returns:

@@ -166,16 +166,17 @@ fn audit_log_on_a_full_disk_refuses_calls_and_status_says_why() {
     let Some(fs_guard) = tmpfs_home(&env, "1m") else {
         return;
     };
-    env.allow_ports(&[up.port()]);
-    let daemon = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&vaultd_tests::policy::one_service(
-        &env,
-        &up.url(),
-        "",
-        "echo",
-        r#"allow = ["GET /echo/**"]"#,
-    ));
+    let daemon = env.start_serving(
+        &up,
+        CANARY.as_bytes(),
+        &vaultd_tests::policy::one_service(
+            &env,
+            &up.url(),
+            "",
+            "echo",
+            r#"allow = ["GET /echo/**"]"#,
+        ),
+    );
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);
     let call = || {

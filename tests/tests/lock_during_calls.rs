@@ -50,10 +50,7 @@ fn grpc_execute(env: &VaultEnv, token: &str, path: &str, query: &[(&str, &str)])
 fn lock_aborts_calls_in_flight_and_nothing_reaches_the_upstream_after() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(&up, &env));
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);
 

@@ -77,11 +77,11 @@ fn snapshot(dir: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, Vec<u8>> {
 fn mcp_config_snippets_are_valid_work_and_never_carry_the_token() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&format!(
-        r#"
+    let _d = env.start_serving(
+        &up,
+        CANARY.as_bytes(),
+        &format!(
+            r#"
 [[service]]
 name = "up"
 base_url = "{url}/api"
@@ -101,9 +101,10 @@ service = "up"
 agents = ["dev"]
 allow = ["GET /echo/**"]
 "#,
-        url = up.url(),
-        ca = env.ca_file().display()
-    ));
+            url = up.url(),
+            ca = env.ca_file().display()
+        ),
+    );
 
     // The token goes to the file mcp-config points at by default.
     let token_file = env.home().join("agents").join("dev.token");

@@ -361,10 +361,7 @@ fn no_copy_of_a_credential_survives_lock() {
     let canary = random_canary();
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let daemon = env.start_unlocked();
-    env.set_secret("tok", canary.as_bytes());
-    env.apply_policy(&policy(&up, &env));
+    let daemon = env.start_serving(&up, canary.as_bytes(), &policy(&up, &env));
     let token = env.add_agent("a");
     let pid = daemon.pid();
 

@@ -34,10 +34,11 @@ allow = ["GET /echo/**", "POST /echo/**"]
 fn mcp_client_calls_through_vault_mcp_and_never_sees_the_key() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(&up, &env, r#"{ type = "bearer", secret = "tok" }"#));
+    let _d = env.start_serving(
+        &up,
+        CANARY.as_bytes(),
+        &policy(&up, &env, r#"{ type = "bearer", secret = "tok" }"#),
+    );
     let token = env.add_agent("a");
     let mcp = env.mcp(&token);
 

@@ -62,10 +62,7 @@ requires_reason = true
 }
 
 fn setup(up: &Upstream, env: &VaultEnv) -> (vaultd_tests::Daemon, String) {
-    env.allow_ports(&[up.port()]);
-    let d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(up, env));
+    let d = env.start_serving(up, CANARY.as_bytes(), &policy(up, env));
     let token = env.add_agent("a");
     (d, token)
 }

@@ -15,16 +15,17 @@ const CANARY: &str = "CANARY-restart-4d2a9e71bc";
 const START_CMD: &str = "systemctl --user start vaultd";
 
 fn setup(up: &Upstream, env: &VaultEnv) -> (vaultd_tests::Daemon, String) {
-    env.allow_ports(&[up.port()]);
-    let d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&vaultd_tests::policy::one_service(
-        env,
-        &up.url(),
-        "",
-        "echo",
-        r#"allow = ["GET /echo/**", "GET /hang"]"#,
-    ));
+    let d = env.start_serving(
+        up,
+        CANARY.as_bytes(),
+        &vaultd_tests::policy::one_service(
+            env,
+            &up.url(),
+            "",
+            "echo",
+            r#"allow = ["GET /echo/**", "GET /hang"]"#,
+        ),
+    );
     let token = env.add_agent("a");
     (d, token)
 }

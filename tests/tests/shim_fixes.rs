@@ -32,11 +32,7 @@ const CANARY: &str = "CANARY-shimfix-5e0b7c13a9";
 
 /// A daemon serving service `up` (the upstream), capability `echo` (GET /echo/**) for agent `a`.
 fn setup(up: &Upstream, env: &VaultEnv) -> Daemon {
-    env.allow_ports(&[up.port()]);
-    let d = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&policy(up, env));
-    d
+    env.start_serving(up, CANARY.as_bytes(), &policy(up, env))
 }
 
 fn policy(up: &Upstream, env: &VaultEnv) -> String {

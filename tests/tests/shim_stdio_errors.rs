@@ -74,16 +74,17 @@ fn execute(id: u32, body_json: &[u8]) -> Vec<u8> {
 fn unreadable_request_lines_are_answered_and_nothing_is_sent() {
     let up = Upstream::start(TlsKind::Good);
     let env = VaultEnv::new();
-    env.allow_ports(&[up.port()]);
-    let _daemon = env.start_unlocked();
-    env.set_secret("tok", CANARY.as_bytes());
-    env.apply_policy(&vaultd_tests::policy::one_service(
-        &env,
-        &up.url(),
-        "",
-        "echo",
-        r#"allow = ["POST /echo/**"]"#,
-    ));
+    let _daemon = env.start_serving(
+        &up,
+        CANARY.as_bytes(),
+        &vaultd_tests::policy::one_service(
+            &env,
+            &up.url(),
+            "",
+            "echo",
+            r#"allow = ["POST /echo/**"]"#,
+        ),
+    );
     let token = env.add_agent("a");
 
     let mut child = env
