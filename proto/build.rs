@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["vault/v1/vault.proto"], ["."])?;
     tonic_prost_build::configure()
         .skip_debug(SECRET_BEARING)
+        // Shared, not copied, when vault-mcp keeps a request to send it again
+        // (a call refused for an unknown token, made again with a new one).
+        .bytes(".vault.v1.ExecuteRequest.body")
         .codec_path("crate::codec::VaultCodec")
         .compile_fds(fds)?;
     Ok(())

@@ -1,6 +1,14 @@
 //! Stable refusal codes. A refusal travels as a gRPC status whose message is
 //! `CODE: what happened; what to do`. vault-mcp passes the message to the agent
 //! unchanged; scripts and tests match on the code.
+//!
+//! The gRPC status code says whether an `Execute` may have reached the API:
+//! a call that was running when `vaultctl lock` or `vaultctl agent rm`
+//! aborted it is answered `Aborted` (code `locked` or `unknown_agent`); every
+//! refusal made before the upstream call has another status code. So an
+//! `unknown_agent` with `Unauthenticated` means the token named no agent when
+//! the call arrived: nothing was sent, and the call may be made again with
+//! another token.
 
 /// The vault is locked (or was locked while the call ran).
 pub const LOCKED: &str = "locked";

@@ -72,10 +72,33 @@ pub struct Daemon {
     next_id: AtomicU64,
 }
 
+/// Why an `Execute` got no answer.
+pub struct ExecuteFailed {
+    /// What to tell the agent.
+    pub refusal: Refusal,
+    /// vaultd knew no agent by the token when the call arrived (`unknown_agent`
+    /// sent as gRPC `Unauthenticated`, see [`vault_proto::codes`]): nothing
+    /// was sent, so the call may be made again with another token. A call
+    /// that `agent rm` aborted while it ran comes back `Aborted` instead.
+    pub token_unknown: bool,
+}
+
+impl From<Refusal> for ExecuteFailed {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            token_unknown: false,
+        }
+    }
+}
+
 /// How a single attempt ended.
 enum Failure {
     /// A refusal to hand to the agent as it is.
     Refused(Refusal),
+    /// vaultd's `unknown_agent` refusal of a call it did not start (see
+    /// [`ExecuteFailed::token_unknown`]).
+    TokenUnknown(Refusal),
     /// The connection broke; the detail is tonic's message.
     Lost(String),
     /// The stale channel refused to redial: the request was never sent.
@@ -127,10 +150,10 @@ impl Daemon {
         .await
     }
 
-    /// `Execute`, never retried once it may have left: the call may change
-    /// data upstream. A call waits for its upstream as long as the daemon
-    /// still answers probes (see [`PROBE_EVERY`]), and no longer.
-    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, Refusal> {
+    /// `Execute`, never retried here once it may have left: the call may
+    /// change data upstream. A call waits for its upstream as long as the
+    /// daemon still answers probes (see [`PROBE_EVERY`]), and no longer.
+    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ExecuteFailed> {
         let socket = self.socket()?;
         let mut conn = self.conn().await?;
         let probes = conn.client.clone();
@@ -143,13 +166,17 @@ impl Daemon {
                 Err(Failure::Deadline(started.elapsed()))
             }
         };
-        match outcome {
-            Ok(reply) => Ok(reply),
-            Err(Failure::Refused(r)) => Err(r),
-            Err(Failure::NotSent) => Err(render::connection_closed_before_send(socket)),
-            Err(Failure::Lost(detail)) => Err(render::connection_lost(socket, &detail, true)),
-            Err(Failure::Deadline(waited)) => Err(render::deadline(socket, waited, true)),
-        }
+        Err(match outcome {
+            Ok(reply) => return Ok(reply),
+            Err(Failure::TokenUnknown(refusal)) => ExecuteFailed {
+                refusal,
+                token_unknown: true,
+            },
+            Err(Failure::Refused(r)) => r.into(),
+            Err(Failure::NotSent) => render::connection_closed_before_send(socket).into(),
+            Err(Failure::Lost(detail)) => render::connection_lost(socket, &detail, true).into(),
+            Err(Failure::Deadline(waited)) => render::deadline(socket, waited, true).into(),
+        })
     }
 
     async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, Refusal>
@@ -166,7 +193,7 @@ impl Daemon {
                 .await
             {
                 Ok(reply) => return Ok(reply),
-                Err(Failure::Refused(r)) => return Err(r),
+                Err(Failure::Refused(r) | Failure::TokenUnknown(r)) => return Err(r),
                 // Safe to repeat: nothing changes. The fresh dial then says
                 // precisely what is wrong (not running, another version...).
                 Err(Failure::Lost(_) | Failure::NotSent) if !retried => retried = true,
@@ -205,6 +232,9 @@ impl Daemon {
             return Err(Failure::Deadline(limit));
         }
         if let Some(refusal) = Refusal::from_daemon(status.message()) {
+            if status.code() == tonic::Code::Unauthenticated && refusal.is_unknown_agent() {
+                return Err(Failure::TokenUnknown(refusal));
+            }
             return Err(Failure::Refused(refusal));
         }
         // Statuses built from a local error (connect, I/O, HTTP/2) carry it as

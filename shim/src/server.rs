@@ -130,7 +130,8 @@ impl VaultMcp {
     /// Runs `call` with the current token. When vaultd does not know it and
     /// the token file now holds another one, runs it once more with that:
     /// only for calls that change nothing (`list_services`; `vault_status`
-    /// does the same on a null agent; `execute` is never repeated).
+    /// does the same on a null agent; `execute` does it only when vaultd
+    /// says the call was not started).
     async fn as_agent<T, F, Fut>(&self, call: F) -> Result<T, Refusal>
     where
         F: Fn(Arc<Token>) -> Fut,
@@ -194,39 +195,50 @@ impl VaultMcp {
             return Err(render::body_too_large(body.len()));
         }
         let token = self.token.current()?;
-        let reply = self
-            .daemon
-            .execute(ExecuteRequest {
-                agent_token: token.as_str().to_owned(),
-                capability: args.capability,
-                method: args.method,
-                path: args.path,
-                query: pairs(args.query),
-                headers: pairs(args.headers),
-                body: body.into_bytes(),
-                reason: args.reason.unwrap_or_default(),
-            })
-            .await
-            .map_err(|refusal| self.execute_refused(refusal, &token))?;
+        let mut req = ExecuteRequest {
+            agent_token: token.as_str().to_owned(),
+            capability: args.capability,
+            method: args.method,
+            path: args.path,
+            query: pairs(args.query),
+            headers: pairs(args.headers),
+            body: body.into_bytes().into(),
+            reason: args.reason.unwrap_or_default(),
+        };
+        // A clone shares the body; it is sent only if vaultd did not know the token.
+        let reply = match self.daemon.execute(req.clone()).await {
+            Ok(reply) => reply,
+            // Nothing was sent: the call is made once more if the token file
+            // now holds another token (the agent was added again).
+            Err(failed) if failed.token_unknown => match self.token.refresh(&token) {
+                Some(fresh) => {
+                    req.agent_token = fresh.as_str().to_owned();
+                    self.daemon
+                        .execute(req)
+                        .await
+                        .map_err(|again| self.execute_refused(again.refusal, &fresh))?
+                }
+                None => return Err(self.token.unknown(failed.refusal)),
+            },
+            Err(failed) => return Err(self.execute_refused(failed.refusal, &token)),
+        };
         // One text block only: the body can be large, so it is not repeated as
         // structuredContent, and the decoded body is freed as soon as it is text.
         let text = serde_json::to_string(&Executed::from(reply)).unwrap_or_default();
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
     }
 
-    /// An `execute` refused with `unknown_agent`. It is not repeated with a
-    /// new token from the token file, because vaultd gives the same refusal to
-    /// a call aborted by `vaultctl agent rm` while it ran, which may have
-    /// reached the API; the next call uses the new token.
+    /// An `execute` refused with `unknown_agent` after it started: `agent rm`
+    /// aborted it while it ran, so it may have reached the API and is not
+    /// made again. If the token file now holds a new token, the refusal says
+    /// that the next call uses it.
     fn execute_refused(&self, refusal: Refusal, used: &Token) -> Refusal {
         if !refusal.is_unknown_agent() {
             return refusal;
         }
         match (self.token.refresh(used), self.token.file()) {
             (Some(_), Some(path)) => refusal.followed_by(format_args!(
-                "vault-mcp has now read a new token from {} and uses it from the next call on: call again \
-                 (this call was refused with the old token; it reached the API only if it was already \
-                 running when that agent was removed)",
+                "vault-mcp has now read a new token from {} and uses it from the next call on",
                 path.display()
             )),
             _ => self.token.unknown(refusal),

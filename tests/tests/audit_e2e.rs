@@ -331,7 +331,7 @@ fn a_call_whose_caller_goes_away_still_gets_its_result_record() {
             capability: "echo".into(),
             method: "POST".into(),
             path: "/v1/hang".into(),
-            body: b"payload".to_vec(),
+            body: b"payload".as_slice().into(),
             ..Default::default()
         });
         tokio::pin!(call);

@@ -233,7 +233,7 @@ fn policy_and_request_refusals_name_the_next_step() {
             capability: "open".into(),
             method: "POST".into(),
             path: "/v1/echo".into(),
-            body: vec![b'c'; 10 * 1024 * 1024 + 1],
+            body: vec![b'c'; 10 * 1024 * 1024 + 1].into(),
             ..Default::default()
         })
         .await

@@ -10,8 +10,11 @@
 //!   probes within about 15 s (the call used to wait for its 300 s deadline);
 //! - item 3: a `--token-file` written, or rewritten by `agent rm` + `agent add
 //!   --token-file` of the same file, is picked up by the running session (it
-//!   used to be read once, at start-up); a token from `VAULTD_AGENT_TOKEN`
-//!   cannot change, and the refusal says to restart the MCP client;
+//!   used to be read once, at start-up), and a call vaultd refused for the old
+//!   token before sending anything is made again with the new one (it used to
+//!   be refused, saying "call again"), but not a call `agent rm` aborted while
+//!   it ran; a token from `VAULTD_AGENT_TOKEN` cannot change, and the refusal
+//!   says to restart the MCP client;
 //! - item 8: `vault_status` reports the vault's state with no token configured
 //!   (it used to be an `unknown_agent` error), with a hint saying why `agent` is null;
 //! - a daemon started before `vaultctl init`: the tools are refused `locked`
@@ -303,23 +306,17 @@ fn a_token_file_written_or_rewritten_later_is_used_without_a_restart() {
     mcp.execute(echo()).assert_ok();
     assert_eq!(up.request_count(), sent + 1);
 
-    // ...and `execute` is not repeated behind the agent's back (vaultd answers
-    // a call aborted by `agent rm` with the same refusal): it says the new
-    // token is in use, and the next call goes through.
+    // ...and so does `execute`, which vaultd refused before sending anything
+    // (a call `agent rm` aborts while it runs is never repeated: see
+    // `an_execute_aborted_by_agent_rm_is_not_repeated_with_the_new_token`).
     replace_agent(&up, &env, &f);
     let third = read_token(&file);
-    refused_containing(
-        &mcp.execute(echo()),
-        "unknown_agent",
-        &["has now read a new token from", &f, "call again"],
-    );
+    mcp.execute(echo()).assert_ok();
     assert_eq!(
         up.request_count(),
-        sent + 1,
-        "the refused call reached the upstream"
+        sent + 2,
+        "the call with the new token reached the upstream once"
     );
-    mcp.execute(echo()).assert_ok();
-    assert_eq!(up.request_count(), sent + 2);
 
     // Revoked and not replaced: the refusal says what to do with the file.
     env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
@@ -349,6 +346,64 @@ fn a_token_file_written_or_rewritten_later_is_used_without_a_restart() {
         assert_absent(&all, token.as_bytes(), "every output");
         assert!(!stderr.contains(token.as_str()));
     }
+    assert_no_canary(&env, CANARY);
+}
+
+/// An `execute` that `agent rm` aborts while it waits for the API may have
+/// reached it: vault-mcp does not make it again, though the token file holds
+/// a new token by then (the refused-at-the-door case above is repeated).
+#[test]
+fn an_execute_aborted_by_agent_rm_is_not_repeated_with_the_new_token() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    // Agents a and b share capability `echo`.
+    let two = format!(
+        "[[agent]]\nname = \"b\"\n{}",
+        policy(&up, &env).replace("agents = [\"a\"]", "agents = [\"a\", \"b\"]")
+    );
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &two);
+    let file = env.root().join("agent.token");
+    let f = file.display().to_string();
+    env.ctl_pass(&["agent", "add", "a", "--token-file", &f])
+        .assert_ok();
+    let mcp = env.mcp_with(McpOptions {
+        token_file: Some(file.clone()),
+        ..McpOptions::default()
+    });
+    let hang = json!({"capability": "echo", "method": "GET", "path": "/echo/hang"});
+    let r = std::thread::scope(|s| {
+        let call = s.spawn(|| mcp.call_timeout("execute", hang, Duration::from_secs(60)));
+        up.wait_for_requests(1, Duration::from_secs(20));
+        // The file holds b's token before a is removed, so vault-mcp finds
+        // it when the aborted call comes back.
+        env.ctl_pass(&["agent", "add", "b", "--token-file", &f])
+            .assert_ok();
+        let out = env.ctl_pass(&["agent", "rm", "a"]);
+        out.assert_ok();
+        assert!(
+            out.stdout.contains("(1 call(s) in flight aborted)"),
+            "{out}"
+        );
+        call.join().unwrap()
+    });
+    refused_containing(
+        &r,
+        "unknown_agent",
+        &[
+            "removed",
+            "may or may not have reached the API",
+            "has now read a new token from",
+            &f,
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(up.request_count(), 1, "the aborted call was made again");
+    // The next call goes out once, as agent b.
+    mcp.execute(echo()).assert_ok();
+    assert_eq!(up.request_count(), 2);
+    let st = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(st["agent"], "b", "{st}");
+    drop(mcp);
     assert_no_canary(&env, CANARY);
 }
 
@@ -436,9 +491,9 @@ fn a_daemon_without_a_vault_says_to_run_init_first() {
     env.ctl_pass(&["agent", "add", "a", "--token-file", &file])
         .assert_ok();
     env.apply_policy(&policy(&up, &env));
-    // The call that finds the new token was made with the stale one.
-    refused_containing(&mcp.execute(echo()), "unknown_agent", &["call again"]);
+    // The call made with the stale token is made again with the new one.
     mcp.execute(echo()).assert_ok();
+    assert_eq!(up.request_count(), 1);
     // Locked again, the advice is `unlock`.
     env.lock();
     refused_containing(

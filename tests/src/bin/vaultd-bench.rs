@@ -633,7 +633,7 @@ fn execute_request(token: &str, path: &str, query: &[(&str, &str)]) -> ExecuteRe
             })
             .collect(),
         headers: Vec::new(),
-        body: Vec::new(),
+        body: Default::default(),
         reason: String::new(),
     }
 }

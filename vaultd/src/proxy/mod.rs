@@ -8,7 +8,11 @@
 //! rules (`denied_by_rule`) -> reason (`reason_required`) -> rate limit
 //! (`rate_limited`) -> decision record written (`audit_unavailable`) -> the
 //! upstream call (`upstream_error`), raced against `lock` (`locked`) and
-//! `agent rm` (`unknown_agent`).
+//! `agent rm` (`unknown_agent`). Those two aborts travel as gRPC `Aborted`
+//! (the call may have reached the API); every refusal before the upstream
+//! call keeps its own status code, so a client can tell that nothing was
+//! sent (vault-mcp repeats a call refused `Unauthenticated` once it has a new
+//! token).
 //!
 //! # Layout
 //! - [`request`]: method/path canonicalization, header and query rules, policy rules.
@@ -41,6 +45,10 @@ pub struct Refusal {
     pub code: &'static str,
     /// Human text (never a secret).
     pub message: String,
+    /// The call was running, and may have reached the upstream, when it was
+    /// aborted (`lock`, `agent rm`): sent as gRPC `Aborted`, so that no
+    /// client takes it for a refusal of a call that was never sent.
+    pub aborted: bool,
 }
 
 impl Refusal {
@@ -49,6 +57,15 @@ impl Refusal {
         Refusal {
             code,
             message: message.into(),
+            aborted: false,
+        }
+    }
+
+    /// `self`, for a call aborted while it ran (see [`Refusal::aborted`]).
+    fn in_flight(self) -> Refusal {
+        Refusal {
+            aborted: true,
+            ..self
         }
     }
 
@@ -76,11 +93,21 @@ impl Refusal {
             "this agent token is not known to the vault (missing, mistyped or revoked); ask the user to create one with `vaultctl agent add NAME` and configure it with `vaultctl mcp-config --agent NAME`",
         )
     }
+
+    /// The refusal of a call aborted by `vaultctl agent rm` while it ran.
+    pub fn agent_removed() -> Refusal {
+        Refusal::new(
+            codes::UNKNOWN_AGENT,
+            "this agent was removed (`vaultctl agent rm`) while the call ran: it was aborted, and may or may not have reached the API; ask the user for a new agent token (`vaultctl agent add NAME`) before calling again",
+        )
+        .in_flight()
+    }
 }
 
 impl From<Refusal> for tonic::Status {
     fn from(r: Refusal) -> tonic::Status {
         let code = match r.code {
+            _ if r.aborted => tonic::Code::Aborted,
             codes::LOCKED => tonic::Code::FailedPrecondition,
             codes::UNKNOWN_AGENT => tonic::Code::Unauthenticated,
             codes::NO_SUCH_CAPABILITY => tonic::Code::NotFound,
@@ -229,8 +256,8 @@ pub async fn execute(
     let call = Box::pin(call_upstream(&svc, method, url.0, headers, req.body));
     let outcome = tokio::select! {
         biased;
-        _ = lock_cancel.cancelled() => Err(Refusal::new(codes::LOCKED, "the vault was locked while this call ran; it was aborted. Ask the user to run `vaultctl unlock`")),
-        _ = agent_cancel.cancelled() => Err(Refusal::unknown_agent()),
+        _ = lock_cancel.cancelled() => Err(Refusal::new(codes::LOCKED, "the vault was locked while this call ran; it was aborted. Ask the user to run `vaultctl unlock`").in_flight()),
+        _ = agent_cancel.cancelled() => Err(Refusal::agent_removed()),
         r = call => r,
     };
     pending.finish(&outcome);
@@ -626,7 +653,7 @@ async fn call_upstream(
     method: &'static str,
     url: url::Url,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    body: bytes::Bytes,
 ) -> Result<ExecuteResponse, Refusal> {
     check_literal_host(svc)?;
     let m = reqwest::Method::from_bytes(method.as_bytes())
@@ -774,6 +801,32 @@ async fn call_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// vault-mcp makes a call again only on `Unauthenticated`: a call that
+    /// may have reached the upstream must never come back with it.
+    #[test]
+    fn only_refusals_before_the_upstream_call_keep_their_status_code() {
+        let status = |r: Refusal| {
+            let s = tonic::Status::from(r);
+            (s.code(), codes::code_of(s.message()))
+        };
+        assert_eq!(
+            status(Refusal::unknown_agent()),
+            (tonic::Code::Unauthenticated, Some(codes::UNKNOWN_AGENT))
+        );
+        assert_eq!(
+            status(Refusal::agent_removed()),
+            (tonic::Code::Aborted, Some(codes::UNKNOWN_AGENT))
+        );
+        assert_eq!(
+            status(Refusal::locked()),
+            (tonic::Code::FailedPrecondition, Some(codes::LOCKED))
+        );
+        assert_eq!(
+            status(Refusal::locked().in_flight()),
+            (tonic::Code::Aborted, Some(codes::LOCKED))
+        );
+    }
 
     #[test]
     fn a_reason_needs_visible_text() {
