@@ -412,8 +412,9 @@ fn init_without_xdg_runtime_dir() {
 // ---------------------------------------------------------------------------
 // Item 11: next steps.
 
-/// Against a daemon with no vault, read commands say to run `init`; `init`
-/// with vaultd running says `unlock` next; a locked vault says "run
+/// Against a daemon with no vault, read commands (`audit tail` too, which
+/// used to print nothing and exit 0) say to run `init`; `init` with vaultd
+/// running says `unlock` next; an empty audit log is said to be empty; a locked vault says "run
 /// `vaultctl unlock`" to vaultctl's own user.
 #[test]
 fn uninitialized_then_locked_say_what_to_run() {
@@ -423,6 +424,8 @@ fn uninitialized_then_locked_say_what_to_run() {
         &["secret", "list"][..],
         &["agent", "list"],
         &["policy", "show"],
+        &["audit", "tail"],
+        &["audit", "verify"],
     ] {
         let out = env.ctl(args);
         out.assert_fail();
@@ -435,6 +438,13 @@ fn uninitialized_then_locked_say_what_to_run() {
     out.assert_ok();
     assert!(
         out.stderr.contains("vaultctl unlock") && !out.stderr.contains("start vaultd"),
+        "{out}"
+    );
+    // A vault that was never unlocked has no records: said on stderr only.
+    let out = env.ctl(&["audit", "tail", "--json"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.is_empty() && out.stderr.contains("no audit records yet"),
         "{out}"
     );
     let out = env.ctl(&["secret", "list"]);

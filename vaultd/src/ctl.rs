@@ -530,6 +530,14 @@ async fn follow_ended() -> anyhow::Result<i32> {
     Ok(1)
 }
 
+/// The error of a command that needs a vault, when vaultd says it has none.
+fn no_vault_yet(s: &StatusResponse) -> anyhow::Error {
+    anyhow!(
+        "vaultd has no vault yet (nothing at {}): create one with `vaultctl init`, then run `vaultctl unlock`",
+        s.vault_path
+    )
+}
+
 /// Runs vaultctl; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let follow = matches!(
@@ -538,10 +546,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     );
     match run_command(cli).await {
         Err(e) if e.downcast_ref::<LockedRefusal>().is_some() => match daemon_status().await {
-            Some(s) if s.state == "uninitialized" => Err(anyhow!(
-                "vaultd has no vault yet (nothing at {}): create one with `vaultctl init`, then run `vaultctl unlock`",
-                s.vault_path
-            )),
+            Some(s) if s.state == "uninitialized" => Err(no_vault_yet(&s)),
             _ if follow => Err(anyhow!(
                 "the vault is locked: `audit tail -f` needs it unlocked (run `vaultctl unlock`; `vaultctl audit tail -n N` works while locked)"
             )),
@@ -782,7 +787,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     .map_err(rpc)?
                     .into_inner();
                 let mut out = std::io::stdout().lock();
+                let mut shown = 0u64;
                 while let Some(line) = stream.message().await.map_err(rpc)? {
+                    shown += 1;
                     if json {
                         writeln!(out, "{}", line.json).map_err(stdout_error)?;
                     } else {
@@ -792,6 +799,15 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 }
                 if follow {
                     return follow_ended().await;
+                }
+                if shown == 0 {
+                    // Said on stderr: stdout stays the (empty) list of records.
+                    match daemon_status().await {
+                        Some(s) if s.state == "uninitialized" => return Err(no_vault_yet(&s)),
+                        _ => eprintln!(
+                            "vaultctl: no audit records yet: vaultd writes one for each unlock, lock and change to the vault, and for each call an agent makes"
+                        ),
+                    }
                 }
             }
             AuditCmd::Verify => {
