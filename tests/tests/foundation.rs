@@ -553,6 +553,7 @@ fn changes_without_the_passphrase_are_refused() {
                     results.push(($rpc, $call.await.map(drop)));
                     c.unlock(UnlockRequest {
                         passphrase: PASSPHRASE.as_bytes().to_vec(),
+                        lock_after_secs: 0,
                     })
                     .await
                     .expect("unlock with the right passphrase");

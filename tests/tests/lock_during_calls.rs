@@ -1,7 +1,8 @@
 //! Issue 3, rule 9 of the proxy path: `vaultctl lock` aborts every call in
 //! flight (MCP and gRPC clients alike), each returns `locked` promptly, their
 //! upstream connections are closed, no upstream request starts after `lock`
-//! returns, and calls made while locked never reach the upstream.
+//! returns, and calls made while locked never reach the upstream; the same
+//! when the timer of `vaultctl unlock --for` locks the vault.
 
 use std::time::{Duration, Instant};
 
@@ -248,5 +249,89 @@ fn agent_rm_aborts_that_agents_calls_only() {
     });
     assert_eq!(up.request_count(), 2);
     drop((ma, mb));
+    assert_no_canary(&env, CANARY);
+}
+
+/// `unlock --for`: when the time is up the vault locks by itself, as `lock`
+/// does (a call in flight returns `locked`, nothing more reaches the
+/// upstream), and the lock's audit record says why. Bad durations are
+/// refused before anything changes; each unlock replaces the timer.
+#[test]
+fn unlock_for_locks_by_itself_when_the_time_is_up() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    let hang = json!({"capability": "c", "method": "GET", "path": "/v1/hang"});
+
+    env.lock();
+    for (bad, says) in [
+        ("0s", "at least 1s"),
+        ("1500ms", "whole number of seconds"),
+        ("eight hours", "such as 8h"),
+        ("400days", "at most"),
+    ] {
+        let out = env.ctl_pass(&["unlock", "--for", bad]);
+        out.assert_fail();
+        assert!(out.stderr.contains(says), "{bad}: {out}");
+    }
+    assert_eq!(env.status_json()["state"], "locked");
+
+    // A later unlock without --for clears the timer.
+    env.ctl_pass(&["unlock", "--for", "1s"]).assert_ok();
+    env.unlock();
+    std::thread::sleep(Duration::from_millis(1800));
+    let st = env.status_json();
+    assert_eq!(
+        (&st["state"], &st["locks_in_secs"]),
+        (&json!("unlocked"), &json!(null)),
+        "{st}"
+    );
+
+    let out = env.ctl_pass(&["unlock", "--for", "3s"]);
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "unlocked; locks again by itself in 3s");
+    let st = env.status_json();
+    assert!(matches!(st["locks_in_secs"].as_u64(), Some(1..=3)), "{st}");
+    assert!(env.ctl(&["status"]).stdout.contains("locks by itself in"));
+    let started = Instant::now();
+    let r = mcp.call_timeout("execute", hang.clone(), Duration::from_secs(60));
+    let took = started.elapsed();
+    println!("the call in flight returned after {took:?}: {}", r.text);
+    r.assert_refused("locked");
+    assert!(
+        took > Duration::from_secs(1) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert_eq!(env.status_json()["state"], "locked");
+    mcp.execute(hang).assert_refused("locked");
+    assert_eq!(
+        up.request_count(),
+        1,
+        "only the aborted call reached the upstream"
+    );
+
+    // The lock is audited with its cause, in an intact chain.
+    env.unlock();
+    let tail = env.ctl(&["audit", "tail", "-n", "0", "--json"]);
+    tail.assert_ok();
+    let locks: Vec<serde_json::Value> = tail
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "lock")
+        .collect();
+    let timed: Vec<_> = locks
+        .iter()
+        .filter(|r| r["reason"] == "`vaultctl unlock --for 3s` ran out")
+        .collect();
+    assert_eq!(timed.len(), 1, "{locks:?}");
+    assert!(
+        locks.iter().filter(|r| r["reason"].is_null()).count() >= 1,
+        "the user's own lock has no reason: {locks:?}"
+    );
+    env.ctl(&["audit", "verify"]).assert_ok();
+    drop(mcp);
     assert_no_canary(&env, CANARY);
 }

@@ -82,7 +82,13 @@ pub enum Command {
         kdf_iterations: u32,
     },
     /// Unlock the vault in the running daemon.
-    Unlock,
+    Unlock {
+        /// Lock again by itself after this long ("8h", "30m", "1h 30m"), as
+        /// `ssh-add -t` does; the time asleep counts. Without it the vault stays
+        /// unlocked until `vaultctl lock`. Each unlock replaces the timer.
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_unlock_for)]
+        lock_after: Option<Duration>,
+    },
     /// Lock now: wipe every key from memory and abort calls in flight (no passphrase needed).
     Lock,
     /// Show whether vaultd runs and is locked.
@@ -591,15 +597,22 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
         }
-        Command::Unlock => {
+        Command::Unlock { lock_after } => {
             let mut c = connect().await?;
             let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
             c.unlock(UnlockRequest {
                 passphrase: p.to_vec(),
+                lock_after_secs: lock_after.map_or(0, |d| d.as_secs()),
             })
             .await
             .map_err(rpc)?;
-            outln!("unlocked");
+            match lock_after {
+                Some(d) => outln!(
+                    "unlocked; locks again by itself in {}",
+                    humantime::format_duration(d)
+                ),
+                None => outln!("unlocked"),
+            }
         }
         Command::Lock => return lock().await,
         Command::Status { json } => return status(json).await,
@@ -1082,6 +1095,7 @@ async fn status(json: bool) -> anyhow::Result<i32> {
                 "capabilities": known(s.capabilities),
                 "agents": known(s.agents),
                 "unlocked_for_secs": (s.state == "unlocked").then_some(s.unlocked_for_secs),
+                "locks_in_secs": (s.locks_in_secs > 0).then_some(s.locks_in_secs),
                 "vault": s.vault_path,
                 "audit": s.audit_path,
                 "socket": s.socket_path,
@@ -1098,6 +1112,12 @@ async fn status(json: bool) -> anyhow::Result<i32> {
                 s.agents,
                 humantime::format_duration(Duration::from_secs(s.unlocked_for_secs))
             );
+            if s.locks_in_secs > 0 {
+                outln!(
+                    "  locks by itself in {} (`vaultctl unlock --for`)",
+                    humantime::format_duration(Duration::from_secs(s.locks_in_secs))
+                );
+            }
         }
         outln!("  vault:    {}", s.vault_path);
         outln!("  audit:    {}", s.audit_path);
@@ -1113,6 +1133,29 @@ async fn status(json: bool) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Longest `unlock --for`.
+const MAX_UNLOCK_FOR: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `unlock --for`'s value: a humantime duration of whole seconds, from 1 s
+/// to [`MAX_UNLOCK_FOR`].
+fn parse_unlock_for(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: give a duration such as 8h, 30m or \"1h 30m\""))?;
+    if d.subsec_nanos() != 0 || d.is_zero() {
+        return Err(
+            "give a whole number of seconds, at least 1s (leave out --for to stay unlocked until `vaultctl lock`)"
+                .into(),
+        );
+    }
+    if d > MAX_UNLOCK_FOR {
+        return Err(format!(
+            "at most {} (leave out --for to stay unlocked until `vaultctl lock`)",
+            humantime::format_duration(MAX_UNLOCK_FOR)
+        ));
+    }
+    Ok(d)
 }
 
 /// `lock`: ask the daemon; if it does not answer within 2 s, end it.

@@ -10,6 +10,10 @@
 //! Every change re-opens the vault file *with the passphrase in the request*
 //! (the agent can reach the socket too), so an open socket alone changes
 //! nothing. Wrong passphrases are answered slower and slower.
+//!
+//! `unlock --for D` arms a timer ([`AutoLock`]) that locks as `lock` does
+//! when D has passed on the boot clock (suspend included); the next unlock
+//! sets a new one or none, and any lock disarms it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -157,6 +161,16 @@ enum State {
     Unlocked(Arc<Unlocked>),
 }
 
+/// The timer of an `unlock --for` (see [`Daemon::unlock`]).
+struct AutoLock {
+    /// When the vault locks, on [`crate::sys::boot_time`]'s clock.
+    due: Duration,
+    /// What the timer was set to, for the audit record ("8h").
+    set_for: Duration,
+    /// Cancelled when another unlock replaces the timer, or on any lock.
+    stop: CancellationToken,
+}
+
 /// The daemon.
 pub struct Daemon {
     /// File locations.
@@ -181,6 +195,8 @@ pub struct Daemon {
     /// The audit chain's head when the last writer was dropped (at lock),
     /// checked at the next unlock.
     audit_head: crate::audit::HeadSlot,
+    /// The timer of the last `unlock --for`, while it runs.
+    auto_lock: Mutex<Option<AutoLock>>,
 }
 
 /// Throttle after `n` consecutive wrong passphrases.
@@ -226,6 +242,8 @@ pub struct StatusInfo {
     pub audit_error: Option<String>,
     /// Seconds since unlock.
     pub unlocked_for: u64,
+    /// Time left before the vault locks by itself (`unlock --for`).
+    pub locks_in: Option<Duration>,
 }
 
 impl Daemon {
@@ -244,6 +262,7 @@ impl Daemon {
             seccomp_status: "not applied".into(),
             in_flight: AtomicU64::new(0),
             audit_head: Default::default(),
+            auto_lock: Mutex::new(None),
         }
     }
 
@@ -278,6 +297,10 @@ impl Daemon {
                 agents: u.data.agents.len() as u32,
                 audit_error: u.shared.audit_log().error().map(str::to_string),
                 unlocked_for: u.unlocked_at.elapsed().as_secs(),
+                locks_in: self
+                    .auto_lock()
+                    .as_ref()
+                    .map(|t| t.due.saturating_sub(crate::sys::boot_time())),
             },
             None => StatusInfo {
                 state: if self.dirs.vault_file.exists() {
@@ -291,6 +314,7 @@ impl Daemon {
                 agents: 0,
                 audit_error: None,
                 unlocked_for: 0,
+                locks_in: None,
             },
         }
     }
@@ -427,13 +451,93 @@ impl Daemon {
         })
     }
 
-    /// Unlocks with `passphrase`. Already unlocked: checks the passphrase and succeeds.
-    pub async fn unlock(&self, passphrase: SecretBuf) -> Result<()> {
+    fn auto_lock(&self) -> std::sync::MutexGuard<'_, Option<AutoLock>> {
+        self.auto_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unlocks with `passphrase`. Already unlocked: checks the passphrase and
+    /// succeeds. Either way the vault then locks by itself after `lock_after`
+    /// (`unlock --for`), or stays unlocked until `lock` when it is `None`:
+    /// the last unlock decides.
+    pub async fn unlock(
+        self: &Arc<Self>,
+        passphrase: SecretBuf,
+        lock_after: Option<Duration>,
+    ) -> Result<()> {
         let _admin = self.admin.lock().await;
         let opened = self.open_vault(passphrase).await?;
-        if self.unlocked().is_some() {
-            return Ok(());
+        if self.unlocked().is_none() {
+            self.open_unlocked(opened)?;
         }
+        self.set_auto_lock(lock_after);
+        Ok(())
+    }
+
+    /// Replaces the `unlock --for` timer with one that locks after
+    /// `lock_after`, or with none.
+    fn set_auto_lock(self: &Arc<Self>, lock_after: Option<Duration>) {
+        let mut slot = self.auto_lock();
+        if let Some(old) = slot.take() {
+            old.stop.cancel();
+        }
+        let Some(set_for) = lock_after else {
+            return;
+        };
+        let timer = AutoLock {
+            due: crate::sys::boot_time().saturating_add(set_for),
+            set_for,
+            stop: CancellationToken::new(),
+        };
+        let (due, stop) = (timer.due, timer.stop.clone());
+        *slot = Some(timer);
+        tracing::info!(
+            "the vault locks by itself in {}",
+            humantime::format_duration(set_for)
+        );
+        // Weak: a timer does not keep a stopped daemon alive.
+        let daemon = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // Waits in steps of at most 10 s, each checking the boot clock:
+            // tokio's own clock stands still while the machine sleeps.
+            loop {
+                let left = due.saturating_sub(crate::sys::boot_time());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(left.min(Duration::from_secs(10))) => {}
+                }
+            }
+            if let Some(daemon) = daemon.upgrade() {
+                daemon.lock_on_timer(&stop).await;
+            }
+        });
+    }
+
+    /// The `unlock --for` timer `stop` belongs to has run out: locks, if
+    /// that timer is still the current one.
+    async fn lock_on_timer(&self, stop: &CancellationToken) {
+        let set_for = {
+            let mut slot = self.auto_lock();
+            // A timer is replaced or cleared only under this mutex, and
+            // cancelled as it goes: if `stop` is not cancelled, the current
+            // timer is this one.
+            if stop.is_cancelled() {
+                return;
+            }
+            slot.take().map(|t| t.set_for).unwrap_or_default()
+        };
+        let why = format!(
+            "`vaultctl unlock --for {}` ran out",
+            humantime::format_duration(set_for)
+        );
+        tracing::info!("{why}: locking");
+        self.lock_because(Some(why)).await;
+    }
+
+    /// Builds the unlocked state from the vault `opened` and swaps it in.
+    fn open_unlocked(&self, opened: vault::Opened) -> Result<()> {
         let mut audit = AuditLog::open(&self.dirs.audit_file, &opened.data_key)?;
         audit.chain_from(&self.audit_head);
         let shared = Arc::new(Shared {
@@ -467,6 +571,15 @@ impl Daemon {
     /// snapshot is referenced, so keys and secrets are wiped when this returns.
     /// Returns the number of calls that were aborted.
     pub async fn lock(&self) -> u32 {
+        self.lock_because(None).await
+    }
+
+    /// [`Daemon::lock`], with `why` in the audit record when it is not the
+    /// user's `lock` (or SIGTERM).
+    async fn lock_because(&self, why: Option<String>) -> u32 {
+        if let Some(timer) = self.auto_lock().take() {
+            timer.stop.cancel();
+        }
         let prev = std::mem::replace(
             &mut *self.state.write().unwrap_or_else(|p| p.into_inner()),
             State::Locked,
@@ -479,6 +592,7 @@ impl Daemon {
         let _ = u.shared.audit(Record {
             kind: "admin".into(),
             event: Some("lock".into()),
+            reason: why,
             ..Default::default()
         });
         // Calls in flight hold clones; they drop them as soon as they see the cancellation.

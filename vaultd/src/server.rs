@@ -263,6 +263,10 @@ impl Vault for VaultService {
             services: s.services,
             capabilities: s.capabilities,
             agents: s.agents,
+            // Rounded up: 0 means no timer.
+            locks_in_secs: s.locks_in.map_or(0, |left| {
+                (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+            }),
             vault_path: d.dirs.vault_file.display().to_string(),
             audit_path: d.dirs.audit_file.display().to_string(),
             socket_path: d.dirs.socket.display().to_string(),
@@ -277,8 +281,10 @@ impl Vault for VaultService {
         req: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         peer_of(&req, &self.allowed)?;
-        let p = secret(req.into_inner().passphrase)?;
-        self.daemon.unlock(p).await.map_err(status_of)?;
+        let r = req.into_inner();
+        let lock_after = (r.lock_after_secs > 0).then(|| Duration::from_secs(r.lock_after_secs));
+        let p = secret(r.passphrase)?;
+        self.daemon.unlock(p, lock_after).await.map_err(status_of)?;
         Ok(Response::new(UnlockResponse {}))
     }
 

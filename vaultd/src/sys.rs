@@ -5,7 +5,8 @@
 //!   (memsec), with the mlock outcome reported instead of ignored;
 //! - a zeroing global allocator, so no freed heap block keeps what it held;
 //! - signals to another process (`vaultctl lock` ending a hung daemon);
-//! - reading an inherited descriptor by number (`vaultctl --passphrase-fd N`).
+//! - reading an inherited descriptor by number (`vaultctl --passphrase-fd N`);
+//! - the boot clock, which keeps counting while the machine sleeps.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -144,6 +145,23 @@ pub fn read_fd(fd: u32, buf: &mut [u8]) -> io::Result<usize> {
 pub fn getuid() -> u32 {
     // SAFETY: getuid cannot fail and touches no memory.
     unsafe { libc::getuid() }
+}
+
+/// Time since boot, suspend included (CLOCK_BOOTTIME): `unlock --for`'s
+/// clock. tokio's timers run on CLOCK_MONOTONIC, which stops while the
+/// machine is suspended, so a laptop closed overnight would wake with its
+/// "8 h" unlock still open.
+pub fn boot_time() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // CLOCK_BOOTTIME exists on every kernel since 2.6.39; clock_gettime
+    // cannot fail with a valid clock and pointer.
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Page-aligned, guard-paged secret memory from memsec. The caller owns the
