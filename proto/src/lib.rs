@@ -23,7 +23,12 @@ pub mod v1 {
 }
 
 /// Bumped on every incompatible change to `vault.v1`; checked by [`client::connect`].
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 2: an `Execute` that `lock` or `agent rm` aborted while it ran is answered
+///   `Aborted` (vault-mcp repeats only an `unknown_agent` sent
+///   `Unauthenticated`, which a v1 daemon also gave to aborted calls), and
+///   `UnlockRequest.lock_after_secs` (a v1 daemon would ignore the timer).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest request message vaultd decodes (its `max_decoding_message_size`):
 /// 10 MiB request bodies for the proxy plus room for the rest. Clients check a

@@ -598,10 +598,16 @@ where
 // ---------------------------------------------------------------------------
 // Path 2: gRPC Execute.
 
+/// A connection to the vaultd at `socket`, dialled and ready. No protocol
+/// handshake: `compare --against` drives older builds too, and `Execute`'s
+/// wire format is the same in every protocol version so far (v2 changed
+/// what some refusals and an unlock field mean, not Execute's messages).
 async fn grpc_connect(socket: &Path) -> Grpc {
-    vault_proto::client::connect(socket, Duration::from_secs(5))
+    let mut c = Grpc::new(vault_proto::client::channel(socket));
+    c.status(vault_proto::v1::StatusRequest {})
         .await
-        .unwrap_or_else(|e| panic!("connect to vaultd: {e}"))
+        .unwrap_or_else(|e| panic!("connect to vaultd at {}: {e}", socket.display()));
+    c
 }
 
 /// One gRPC connection per token, each paired with its token.
