@@ -19,6 +19,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use vault_proto::v1::*;
@@ -919,10 +921,15 @@ fn bad_input_malformed_policy() {
 }
 
 /// A `vault.v1` server that answers Hello with another protocol version.
-struct WrongVersion(u32);
+struct WrongVersion {
+    protocol: u32,
+    /// Set when it gets `Lock` (which answers; see [`wrong_version_impl`]).
+    locked: Arc<AtomicBool>,
+}
 
-/// The whole `Vault` impl: Hello answers, every other RPC is unimplemented.
-/// (`async_trait` must see the methods, so the macro writes the impl block.)
+/// The whole `Vault` impl: Hello and Lock answer, every other RPC is
+/// unimplemented. (`async_trait` must see the methods, so the macro writes
+/// the impl block.)
 macro_rules! wrong_version_impl {
     ($($name:ident($req:ty) -> $resp:ty;)*) => {
         #[tonic::async_trait]
@@ -932,9 +939,16 @@ macro_rules! wrong_version_impl {
                 _: tonic::Request<HelloRequest>,
             ) -> Result<tonic::Response<HelloResponse>, tonic::Status> {
                 Ok(tonic::Response::new(HelloResponse {
-                    protocol: self.0,
+                    protocol: self.protocol,
                     daemon_version: "9.9.9".into(),
                 }))
+            }
+            async fn lock(
+                &self,
+                _: tonic::Request<LockRequest>,
+            ) -> Result<tonic::Response<LockResponse>, tonic::Status> {
+                self.locked.store(true, Ordering::SeqCst);
+                Ok(tonic::Response::new(LockResponse { aborted_calls: 0 }))
             }
             $(
                 async fn $name(
@@ -958,7 +972,6 @@ macro_rules! wrong_version_impl {
 wrong_version_impl! {
     status(StatusRequest) -> StatusResponse;
     unlock(UnlockRequest) -> UnlockResponse;
-    lock(LockRequest) -> LockResponse;
     change_passphrase(ChangePassphraseRequest) -> ChangePassphraseResponse;
     set_secret(SetSecretRequest) -> SetSecretResponse;
     list_secrets(ListSecretsRequest) -> ListSecretsResponse;
@@ -974,8 +987,13 @@ wrong_version_impl! {
     execute(ExecuteRequest) -> ExecuteResponse;
 }
 
-/// Serves [`WrongVersion`] on `path` until the returned sender is dropped.
-fn serve_wrong_version(path: &Path, protocol: u32) -> tokio::sync::oneshot::Sender<()> {
+/// Serves [`WrongVersion`] on `path` until the returned sender is dropped;
+/// `locked` is set when it gets `Lock`.
+fn serve_wrong_version(
+    path: &Path,
+    protocol: u32,
+    locked: Arc<AtomicBool>,
+) -> tokio::sync::oneshot::Sender<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let listener = std::os::unix::net::UnixListener::bind(path).expect("bind fake socket");
     listener.set_nonblocking(true).unwrap();
@@ -984,7 +1002,10 @@ fn serve_wrong_version(path: &Path, protocol: u32) -> tokio::sync::oneshot::Send
             let listener = tokio::net::UnixListener::from_std(listener).unwrap();
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
             let _ = tonic::transport::Server::builder()
-                .add_service(vault_server::VaultServer::new(WrongVersion(protocol)))
+                .add_service(vault_server::VaultServer::new(WrongVersion {
+                    protocol,
+                    locked,
+                }))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 })
@@ -1000,7 +1021,8 @@ fn bad_input_wrong_protocol_version() {
     let env = VaultEnv::new();
     env.init();
     let sock = env.root().join("old-vaultd.sock");
-    let _server = serve_wrong_version(&sock, 999);
+    let locked = Arc::new(AtomicBool::new(false));
+    let _server = serve_wrong_version(&sock, 999, locked.clone());
     let sock_s = sock.to_string_lossy().into_owned();
     for args in [&["status"][..], &["unlock"], &["secret", "list"]] {
         let out = env
@@ -1021,9 +1043,18 @@ fn bad_input_wrong_protocol_version() {
             eprintln!("wrong version: {line}");
         }
     }
-    // `lock` against it: the mismatch, not a kill of whatever answers.
+    // `lock` still locks it (after an upgrade, before the daemon's restart,
+    // the emergency stop must work) and names the mismatch; it kills nothing.
+    assert!(!locked.load(Ordering::SeqCst));
     let out = env.ctl_cmd(&["lock"]).env("VAULTD_SOCKET", &sock_s).run();
-    fails_with(&out, &["protocol v999"]);
+    out.assert_ok();
+    assert!(
+        out.stdout.contains("locked (0 call(s) in flight aborted)")
+            && out.stderr.contains("protocol v999")
+            && out.stderr.contains("systemctl --user restart vaultd"),
+        "{out}"
+    );
+    assert!(locked.load(Ordering::SeqCst), "the daemon never got Lock");
 }
 
 #[test]

@@ -1162,13 +1162,34 @@ fn parse_unlock_for(text: &str) -> Result<Duration, String> {
 async fn lock() -> anyhow::Result<i32> {
     let path = socket()?;
     let attempt = async {
-        let mut c = client::connect(&path, Duration::from_secs(2)).await?;
-        let r = c.lock(LockRequest {}).await.map_err(rpc)?.into_inner();
-        Ok::<_, anyhow::Error>(r.aborted_calls)
+        let (mut c, other_version) = match client::connect(&path, Duration::from_secs(2)).await {
+            Ok(c) => (c, None),
+            // A daemon of another protocol version (an upgrade installed, the
+            // daemon not restarted yet) must still lock: `Lock`'s messages
+            // are the same in every version.
+            Err(e @ ConnectError::VersionMismatch { .. }) => {
+                (Client::new(client::channel(&path)), Some(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let r = match c.lock(LockRequest {}).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => match other_version {
+                Some(version) => bail!(
+                    "{version}; `lock` was sent anyway and failed: {}",
+                    e.message()
+                ),
+                None => return Err(rpc(e)),
+            },
+        };
+        Ok::<_, anyhow::Error>((r.aborted_calls, other_version))
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(aborted)) => {
+        Ok(Ok((aborted, other_version))) => {
             outln!("locked ({aborted} call(s) in flight aborted)");
+            if let Some(e) = other_version {
+                eprintln!("vaultctl: note: {e}");
+            }
             Ok(0)
         }
         Ok(Err(e))
