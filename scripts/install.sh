@@ -28,8 +28,14 @@ install -d -m 0755 "$unit_dir"
 sed "s|%h/.local/bin/vaultd|$PREFIX/bin/vaultd|" systemd/vaultd.service > "$unit_dir/vaultd.service"
 install -d -m 0700 "${XDG_DATA_HOME:-$HOME/.local/share}/vaultd" "${XDG_STATE_HOME:-$HOME/.local/state}/vaultd"
 if systemctl --user daemon-reload 2>/dev/null; then
+  was_running=no
+  systemctl --user is-active --quiet vaultd && was_running=yes
   systemctl --user enable --now vaultd
   echo "vaultd is running as a systemd user service: systemctl --user status vaultd"
+  if [ "$was_running" = yes ]; then
+    # Not restarted here: that would lock the vault and abort calls in flight.
+    echo "note: vaultd was already running, as the version installed before: run this one with \`systemctl --user restart vaultd\` (it starts locked: then \`vaultctl unlock\`)"
+  fi
 else
   echo "no systemd user instance here: run \`$PREFIX/bin/vaultd\` in a terminal (it stays in the foreground)"
 fi
