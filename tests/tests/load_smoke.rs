@@ -70,9 +70,20 @@ fn check(r: &Value) {
         worst < 3000.0,
         "in-flight calls took {worst} ms to end after the lock: {r:#}"
     );
+    // No call started after the lock reached the upstream, and nothing was
+    // read there more than 100 ms after it (the upstream stamps a request
+    // when its handler has read it, which under load can be a few ms after
+    // vaultd sent it: CI saw 3.4 ms once).
     assert_eq!(
-        p2["upstream"]["requests_received_after_lock_returned"], 0,
+        p2["upstream"]["of_which_from_calls_started_after_lock_returned"], 0,
         "{r:#}"
+    );
+    let late = p2["upstream"]["last_request_ms_relative_to_lock_return"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        late <= 100.0,
+        "a request reached the upstream {late} ms after the lock: {r:#}"
     );
     let rc = &p2["racing_fast_callers"];
     assert_eq!(
