@@ -72,18 +72,24 @@ pub struct Daemon {
     next_id: AtomicU64,
 }
 
-/// Why an `Execute` got no answer.
-pub struct ExecuteFailed {
+/// Why a call to vaultd got no answer.
+pub struct CallFailed {
     /// What to tell the agent.
     pub refusal: Refusal,
     /// vaultd knew no agent by the token when the call arrived (`unknown_agent`
     /// sent as gRPC `Unauthenticated`, see [`vault_proto::codes`]): nothing
-    /// was sent, so the call may be made again with another token. A call
-    /// that `agent rm` aborted while it ran comes back `Aborted` instead.
+    /// was done, so the call may be made again with another token. An
+    /// `Execute` that `agent rm` aborted while it ran comes back `Aborted` instead.
     pub token_unknown: bool,
 }
 
-impl From<Refusal> for ExecuteFailed {
+impl From<CallFailed> for Refusal {
+    fn from(failed: CallFailed) -> Self {
+        failed.refusal
+    }
+}
+
+impl From<Refusal> for CallFailed {
     fn from(refusal: Refusal) -> Self {
         Self {
             refusal,
@@ -97,7 +103,7 @@ enum Failure {
     /// A refusal to hand to the agent as it is.
     Refused(Refusal),
     /// vaultd's `unknown_agent` refusal of a call it did not start (see
-    /// [`ExecuteFailed::token_unknown`]).
+    /// [`CallFailed::token_unknown`]).
     TokenUnknown(Refusal),
     /// The connection broke; the detail is tonic's message.
     Lost(String),
@@ -106,6 +112,23 @@ enum Failure {
     /// The daemon did not answer for this long: the call's deadline, or
     /// the time an `Execute` had waited when a probe found the daemon hung.
     Deadline(Duration),
+}
+
+impl Failure {
+    /// What the caller is told; `may_have_run`: the call may have changed
+    /// something (an `Execute`) if the daemon got it.
+    fn told(self, socket: &Path, may_have_run: bool) -> CallFailed {
+        match self {
+            Failure::TokenUnknown(refusal) => CallFailed {
+                refusal,
+                token_unknown: true,
+            },
+            Failure::Refused(r) => r.into(),
+            Failure::NotSent => render::connection_closed_before_send(socket).into(),
+            Failure::Lost(detail) => render::connection_lost(socket, &detail, may_have_run).into(),
+            Failure::Deadline(waited) => render::deadline(socket, waited, may_have_run).into(),
+        }
+    }
 }
 
 impl Daemon {
@@ -123,7 +146,7 @@ impl Daemon {
     }
 
     /// `ListServices`; retried once on a fresh connection if the old one broke.
-    pub async fn list_services(&self, token: &str) -> Result<ListServicesResponse, Refusal> {
+    pub async fn list_services(&self, token: &str) -> Result<ListServicesResponse, CallFailed> {
         self.idempotent(|mut client| async move {
             let req = request(
                 ListServicesRequest {
@@ -137,7 +160,7 @@ impl Daemon {
     }
 
     /// `AgentStatus`; retried once on a fresh connection if the old one broke.
-    pub async fn agent_status(&self, token: &str) -> Result<AgentStatusResponse, Refusal> {
+    pub async fn agent_status(&self, token: &str) -> Result<AgentStatusResponse, CallFailed> {
         self.idempotent(|mut client| async move {
             let req = request(
                 AgentStatusRequest {
@@ -153,7 +176,7 @@ impl Daemon {
     /// `Execute`, never retried here once it may have left: the call may
     /// change data upstream. A call waits for its upstream as long as the
     /// daemon still answers probes (see [`PROBE_EVERY`]), and no longer.
-    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, ExecuteFailed> {
+    pub async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, CallFailed> {
         let socket = self.socket()?;
         let mut conn = self.conn().await?;
         let probes = conn.client.clone();
@@ -166,20 +189,10 @@ impl Daemon {
                 Err(Failure::Deadline(started.elapsed()))
             }
         };
-        Err(match outcome {
-            Ok(reply) => return Ok(reply),
-            Err(Failure::TokenUnknown(refusal)) => ExecuteFailed {
-                refusal,
-                token_unknown: true,
-            },
-            Err(Failure::Refused(r)) => r.into(),
-            Err(Failure::NotSent) => render::connection_closed_before_send(socket).into(),
-            Err(Failure::Lost(detail)) => render::connection_lost(socket, &detail, true).into(),
-            Err(Failure::Deadline(waited)) => render::deadline(socket, waited, true).into(),
-        })
+        outcome.map_err(|failure| failure.told(socket, true))
     }
 
-    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, Refusal>
+    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, CallFailed>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -193,17 +206,10 @@ impl Daemon {
                 .await
             {
                 Ok(reply) => return Ok(reply),
-                Err(Failure::Refused(r) | Failure::TokenUnknown(r)) => return Err(r),
                 // Safe to repeat: nothing changes. The fresh dial then says
                 // precisely what is wrong (not running, another version...).
                 Err(Failure::Lost(_) | Failure::NotSent) if !retried => retried = true,
-                Err(Failure::Lost(detail)) => {
-                    return Err(render::connection_lost(socket, &detail, false));
-                }
-                Err(Failure::NotSent) => return Err(render::connection_closed_before_send(socket)),
-                Err(Failure::Deadline(waited)) => {
-                    return Err(render::deadline(socket, waited, false));
-                }
+                Err(failure) => return Err(failure.told(socket, false)),
             }
         }
     }

@@ -24,7 +24,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use vault_proto::v1::{ExecuteRequest, Header};
 
-use crate::daemon::Daemon;
+use crate::daemon::{CallFailed, Daemon};
 use crate::render::{self, AgentState, Executed, Refusal, Services};
 use crate::token::AgentToken;
 
@@ -127,32 +127,47 @@ impl VaultMcp {
         }
     }
 
-    /// Runs `call` with the current token. When vaultd does not know it and
-    /// the token file now holds another one, runs it once more with that:
-    /// only for calls that change nothing (`list_services`; `vault_status`
-    /// does the same on a null agent; `execute` does it only when vaultd
-    /// says the call was not started).
+    /// Runs `call` with the current token. When vaultd refused it at the
+    /// door for not knowing that token (nothing was done, see
+    /// [`CallFailed::token_unknown`]) and the token file now holds another
+    /// one, runs it once more with that. (`vault_status` does the same on a
+    /// null agent.)
     async fn as_agent<T, F, Fut>(&self, call: F) -> Result<T, Refusal>
     where
         F: Fn(Arc<Token>) -> Fut,
-        Fut: Future<Output = Result<T, Refusal>>,
+        Fut: Future<Output = Result<T, CallFailed>>,
     {
         let token = self.token.current()?;
-        match call(token.clone()).await {
-            Err(refusal) if refusal.is_unknown_agent() => match self.token.refresh(&token) {
-                Some(fresh) => call(fresh).await.map_err(|r| self.unknown(r)),
-                None => Err(self.token.unknown(refusal)),
-            },
-            other => other,
+        let failed = match call(token.clone()).await {
+            Ok(reply) => return Ok(reply),
+            Err(failed) => failed,
+        };
+        if !failed.token_unknown {
+            return Err(self.refused(failed.refusal, &token));
+        }
+        match self.token.refresh(&token) {
+            Some(fresh) => call(fresh.clone())
+                .await
+                .map_err(|again| self.refused(again.refusal, &fresh)),
+            None => Err(self.token.unknown(failed.refusal)),
         }
     }
 
-    /// `unknown_agent` explained with where the token comes from; other refusals unchanged.
-    fn unknown(&self, refusal: Refusal) -> Refusal {
-        if refusal.is_unknown_agent() {
-            self.token.unknown(refusal)
-        } else {
-            refusal
+    /// A refusal of a call made with token `used`. An `unknown_agent` is
+    /// explained with where the token comes from; one that came after the
+    /// call started (`agent rm` aborted an `execute` while it ran: it may
+    /// have reached the API, so it is not made again) says, if the token
+    /// file now holds a new token, that the next call uses it.
+    fn refused(&self, refusal: Refusal, used: &Token) -> Refusal {
+        if !refusal.is_unknown_agent() {
+            return refusal;
+        }
+        match (self.token.refresh(used), self.token.file()) {
+            (Some(_), Some(path)) => refusal.followed_by(format_args!(
+                "vault-mcp has now read a new token from {} and uses it from the next call on",
+                path.display()
+            )),
+            _ => self.token.unknown(refusal),
         }
     }
 
@@ -194,9 +209,8 @@ impl VaultMcp {
         if body.len() > render::MAX_REQUEST_BODY {
             return Err(render::body_too_large(body.len()));
         }
-        let token = self.token.current()?;
-        let mut req = ExecuteRequest {
-            agent_token: token.as_str().to_owned(),
+        let req = ExecuteRequest {
+            agent_token: String::new(),
             capability: args.capability,
             method: args.method,
             path: args.path,
@@ -205,44 +219,20 @@ impl VaultMcp {
             body: body.into_bytes().into(),
             reason: args.reason.unwrap_or_default(),
         };
-        // A clone shares the body; it is sent only if vaultd did not know the token.
-        let reply = match self.daemon.execute(req.clone()).await {
-            Ok(reply) => reply,
-            // Nothing was sent: the call is made once more if the token file
-            // now holds another token (the agent was added again).
-            Err(failed) if failed.token_unknown => match self.token.refresh(&token) {
-                Some(fresh) => {
-                    req.agent_token = fresh.as_str().to_owned();
-                    self.daemon
-                        .execute(req)
-                        .await
-                        .map_err(|again| self.execute_refused(again.refusal, &fresh))?
-                }
-                None => return Err(self.token.unknown(failed.refusal)),
-            },
-            Err(failed) => return Err(self.execute_refused(failed.refusal, &token)),
-        };
+        // Each attempt sends a copy; the body (`Bytes`) is shared, not copied.
+        let reply = self
+            .as_agent(|token| {
+                let req = ExecuteRequest {
+                    agent_token: token.as_str().to_owned(),
+                    ..req.clone()
+                };
+                async move { self.daemon.execute(req).await }
+            })
+            .await?;
         // One text block only: the body can be large, so it is not repeated as
         // structuredContent, and the decoded body is freed as soon as it is text.
         let text = serde_json::to_string(&Executed::from(reply)).unwrap_or_default();
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
-    }
-
-    /// An `execute` refused with `unknown_agent` after it started: `agent rm`
-    /// aborted it while it ran, so it may have reached the API and is not
-    /// made again. If the token file now holds a new token, the refusal says
-    /// that the next call uses it.
-    fn execute_refused(&self, refusal: Refusal, used: &Token) -> Refusal {
-        if !refusal.is_unknown_agent() {
-            return refusal;
-        }
-        match (self.token.refresh(used), self.token.file()) {
-            (Some(_), Some(path)) => refusal.followed_by(format_args!(
-                "vault-mcp has now read a new token from {} and uses it from the next call on",
-                path.display()
-            )),
-            _ => self.token.unknown(refusal),
-        }
     }
 }
 
