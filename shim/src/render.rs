@@ -340,6 +340,10 @@ pub struct AgentState {
     /// token file, unknown to the vault): why, and what to do. Absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Seconds before the vault locks by itself (the user unlocked it for a
+    /// set time); absent when it stays unlocked until the user locks it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locks_in_secs: Option<u64>,
 }
 
 impl AgentState {
@@ -356,6 +360,7 @@ impl From<AgentStatusResponse> for AgentState {
             state: reply.state,
             agent: non_empty(reply.agent),
             hint: None,
+            locks_in_secs: (reply.locks_in_secs > 0).then_some(reply.locks_in_secs),
         }
     }
 }
@@ -572,14 +577,25 @@ mod tests {
         let known = AgentState::from(AgentStatusResponse {
             state: "unlocked".into(),
             agent: "ci".into(),
+            locks_in_secs: 0,
         });
         assert_eq!(
             serde_json::to_value(&known).unwrap(),
             json!({"state": "unlocked", "agent": "ci"})
         );
+        let timed = AgentState::from(AgentStatusResponse {
+            state: "unlocked".into(),
+            agent: "ci".into(),
+            locks_in_secs: 600,
+        });
+        assert_eq!(
+            serde_json::to_value(&timed).unwrap(),
+            json!({"state": "unlocked", "agent": "ci", "locks_in_secs": 600})
+        );
         let unknown = AgentState::from(AgentStatusResponse {
             state: "locked".into(),
             agent: String::new(),
+            locks_in_secs: 0,
         });
         assert_eq!(
             serde_json::to_value(&unknown).unwrap(),

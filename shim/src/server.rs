@@ -68,7 +68,8 @@ says what to do.";
 const VAULT_STATUS: &str = "Tell whether the vault is unlocked and which agent identity this connection has. \
 Returns JSON {state: \"unlocked\" | \"locked\" | \"uninitialized\", agent: name or null}, plus `hint` when \
 `agent` is null because of the agent token (none configured, unreadable token file, unknown to the vault): why, \
-and what the user should do. Use it after a `locked` or `unknown_agent` refusal, or to check that the vault is ready.";
+and what the user should do, and `locks_in_secs` when the user unlocked the vault for a set time: the seconds \
+before it locks by itself. Use it after a `locked` or `unknown_agent` refusal, or to check that the vault is ready.";
 
 /// Arguments of `execute`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -666,16 +667,18 @@ mod tests {
     }
 
     #[test]
-    fn vault_status_output_schema_allows_the_optional_hint() {
+    fn vault_status_output_schema_allows_the_optional_fields() {
         let tools = tools();
         let t = tools.iter().find(|t| t.name == "vault_status").unwrap();
         let schema = Value::Object(t.output_schema.as_deref().cloned().unwrap());
-        for field in ["state", "agent", "hint"] {
+        for field in ["state", "agent", "hint", "locks_in_secs"] {
             assert!(schema["properties"].get(field).is_some(), "{schema}");
         }
         let required = schema["required"].as_array().cloned().unwrap_or_default();
         assert!(required.contains(&json!("state")), "{schema}");
-        assert!(!required.contains(&json!("hint")), "{schema}");
+        for optional in ["hint", "locks_in_secs"] {
+            assert!(!required.contains(&json!(optional)), "{schema}");
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl Vault for Fake {
             } else {
                 String::new()
             },
+            locks_in_secs: 0,
         }))
     }
 

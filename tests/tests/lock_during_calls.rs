@@ -335,3 +335,66 @@ fn unlock_for_locks_by_itself_when_the_time_is_up() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+/// vaultd.toml's `unlock_for` times every unlock that gives no `--for`, as
+/// `ssh-agent -t` does for keys added without `-t`: `unlock` says for how
+/// long, the agent sees it in `vault_status`, the vault locks by itself when
+/// the time is up and the lock record names the setting. `--for` overrides it.
+#[test]
+fn unlock_for_in_vaultd_toml_times_every_unlock_without_for() {
+    let env = VaultEnv::new();
+    env.init();
+    env.write_config("unlock_for = \"6s\"\n");
+    let _d = env.start_daemon();
+    let out = env.ctl_pass(&["unlock", "--for", "1h"]);
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "unlocked; locks again by itself in 1h");
+    let st = env.status_json();
+    assert!(
+        matches!(st["locks_in_secs"].as_u64(), Some(3590..=3600)),
+        "--for overrides unlock_for: {st}"
+    );
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+
+    let out = env.ctl_pass(&["unlock"]);
+    out.assert_ok();
+    let unlocked = Instant::now();
+    assert_eq!(out.stdout.trim(), "unlocked; locks again by itself in 6s");
+    let status = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(
+        (&status["state"], &status["agent"]),
+        (&json!("unlocked"), &json!("a"))
+    );
+    assert!(
+        matches!(status["locks_in_secs"].as_u64(), Some(1..=6)),
+        "{status}"
+    );
+
+    while env.status_json()["state"] == "unlocked" {
+        assert!(unlocked.elapsed() < Duration::from_secs(30), "never locked");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = unlocked.elapsed();
+    println!("locked by itself {took:?} after `unlock` returned");
+    assert!(took > Duration::from_secs(4), "{took:?}");
+    let status = mcp.call("vault_status", json!({})).assert_ok();
+    assert_eq!(status, json!({"state": "locked", "agent": null}));
+
+    env.ctl_pass(&["unlock", "--for", "1h"]).assert_ok();
+    let tail = env.ctl(&["audit", "tail", "-n", "0", "--json"]);
+    tail.assert_ok();
+    let reasons: Vec<serde_json::Value> = tail
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "lock")
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert_eq!(
+        reasons,
+        [json!("vaultd.toml's `unlock_for = \"6s\"` ran out")],
+        "{tail}"
+    );
+    env.ctl(&["audit", "verify"]).assert_ok();
+}

@@ -4,8 +4,9 @@
 //! as the same user), never grant itself a capability.
 
 use std::path::Path;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::error::Error;
 
@@ -36,6 +37,11 @@ pub struct Config {
     /// slower (cross-thread wake-ups), not faster (README, Performance).
     /// Argon2 and vault writes run on separate blocking threads either way.
     pub worker_threads: usize,
+    /// How long an unlock without `--for` lasts before the vault locks by
+    /// itself, as `ssh-agent -t` sets the default lifetime of added keys.
+    /// None: until `vaultctl lock`. `unlock --for` overrides it either way.
+    #[serde(deserialize_with = "unlock_for")]
+    pub unlock_for: Option<Duration>,
 }
 
 impl Default for Config {
@@ -48,8 +54,43 @@ impl Default for Config {
             log: "info".to_string(),
             max_connections: 1024,
             worker_threads: 1,
+            unlock_for: None,
         }
     }
+}
+
+/// Longest time an unlock may last before it locks by itself (`unlock --for`,
+/// `unlock_for`): a year and a day, a bound that still catches a typo of units.
+pub const MAX_UNLOCK_FOR: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Parses how long an unlock lasts: a humantime duration ("8h", "1h 30m") of
+/// whole seconds, from 1 s to [`MAX_UNLOCK_FOR`]. The error says what is
+/// wrong, not where the value came from.
+pub fn parse_unlock_for(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: give a duration such as 8h, 30m or \"1h 30m\""))?;
+    if d.subsec_nanos() != 0 || d.is_zero() {
+        return Err("give a whole number of seconds, at least 1s".into());
+    }
+    if d > MAX_UNLOCK_FOR {
+        return Err(format!(
+            "at most {}",
+            humantime::format_duration(MAX_UNLOCK_FOR)
+        ));
+    }
+    Ok(d)
+}
+
+/// `unlock_for = "8h"`, checked by [`parse_unlock_for`].
+fn unlock_for<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_unlock_for(&text)
+        .map(Some)
+        .map_err(|e| {
+            serde::de::Error::custom(format!(
+                "unlock_for = {text:?}: {e} (or remove unlock_for to stay unlocked until `vaultctl lock`)"
+            ))
+        })
 }
 
 /// The levels `log` may name (alone, or after `TARGET=`).
@@ -192,6 +233,32 @@ mod tests {
         std::fs::write(&path, "worker_thread = 2\n").unwrap();
         let e = Config::load(&path).unwrap_err().to_string();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn unlock_for_is_a_duration_of_whole_seconds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vaultd.toml");
+        assert_eq!(Config::load(&path).unwrap().unlock_for, None);
+        std::fs::write(&path, "unlock_for = \"1h 30m\"\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().unlock_for,
+            Some(Duration::from_secs(5400))
+        );
+        for (bad, says) in [
+            ("\"0s\"", "at least 1s"),
+            ("\"1500ms\"", "whole number of seconds"),
+            ("\"eight hours\"", "such as 8h"),
+            ("\"400days\"", "at most 1year"),
+            ("28800", "invalid type"),
+        ] {
+            std::fs::write(&path, format!("unlock_for = {bad}\n")).unwrap();
+            let e = Config::load(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("unlock_for") && e.contains(says) && e.contains("vaultd.toml"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

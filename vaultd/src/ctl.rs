@@ -85,7 +85,8 @@ pub enum Command {
     Unlock {
         /// Lock again by itself after this long ("8h", "30m", "1h 30m"), as
         /// `ssh-add -t` does; the time asleep counts. Without it the vault stays
-        /// unlocked until `vaultctl lock`. Each unlock replaces the timer.
+        /// unlocked until `vaultctl lock`, or for vaultd.toml's `unlock_for`
+        /// if that is set. Each unlock replaces the timer.
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_unlock_for)]
         lock_after: Option<Duration>,
     },
@@ -600,18 +601,21 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Unlock { lock_after } => {
             let mut c = connect().await?;
             let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
-            c.unlock(UnlockRequest {
-                passphrase: p.to_vec(),
-                lock_after_secs: lock_after.map_or(0, |d| d.as_secs()),
-            })
-            .await
-            .map_err(rpc)?;
-            match lock_after {
-                Some(d) => outln!(
+            let r = c
+                .unlock(UnlockRequest {
+                    passphrase: p.to_vec(),
+                    lock_after_secs: lock_after.map_or(0, |d| d.as_secs()),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            // The daemon says how long: `--for`, or else its `unlock_for`.
+            match r.locks_in_secs {
+                0 => outln!("unlocked"),
+                secs => outln!(
                     "unlocked; locks again by itself in {}",
-                    humantime::format_duration(d)
+                    humantime::format_duration(Duration::from_secs(secs))
                 ),
-                None => outln!("unlocked"),
             }
         }
         Command::Lock => return lock().await,
@@ -1135,27 +1139,14 @@ async fn status(json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Longest `unlock --for`.
-const MAX_UNLOCK_FOR: Duration = Duration::from_secs(366 * 24 * 3600);
-
-/// `unlock --for`'s value: a humantime duration of whole seconds, from 1 s
-/// to [`MAX_UNLOCK_FOR`].
+/// `unlock --for`'s value (see [`crate::config::parse_unlock_for`]).
 fn parse_unlock_for(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("{e}: give a duration such as 8h, 30m or \"1h 30m\""))?;
-    if d.subsec_nanos() != 0 || d.is_zero() {
-        return Err(
-            "give a whole number of seconds, at least 1s (leave out --for to stay unlocked until `vaultctl lock`)"
-                .into(),
-        );
-    }
-    if d > MAX_UNLOCK_FOR {
-        return Err(format!(
-            "at most {} (leave out --for to stay unlocked until `vaultctl lock`)",
-            humantime::format_duration(MAX_UNLOCK_FOR)
-        ));
-    }
-    Ok(d)
+    crate::config::parse_unlock_for(text).map_err(|e| {
+        format!(
+            "{e} (or leave out --for: the vault then stays unlocked until `vaultctl lock`, \
+             or for vaultd.toml's unlock_for if it sets one)"
+        )
+    })
 }
 
 /// `lock`: ask the daemon; if it does not answer within 2 s, end it.

@@ -11,9 +11,10 @@
 //! (the agent can reach the socket too), so an open socket alone changes
 //! nothing. Wrong passphrases are answered slower and slower.
 //!
-//! `unlock --for D` arms a timer ([`AutoLock`]) that locks as `lock` does
-//! when D has passed on the boot clock (suspend included); the next unlock
-//! sets a new one or none, and any lock disarms it.
+//! `unlock --for D` (or, without `--for`, vaultd.toml's `unlock_for = D`)
+//! arms a timer ([`AutoLock`]) that locks as `lock` does when D has passed
+//! on the boot clock (suspend included); the next unlock sets a new one or
+//! none, and any lock disarms it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,12 +162,13 @@ enum State {
     Unlocked(Arc<Unlocked>),
 }
 
-/// The timer of an `unlock --for` (see [`Daemon::unlock`]).
+/// The timer of an unlock that lasts a while (see [`Daemon::unlock`]).
 struct AutoLock {
     /// When the vault locks, on [`crate::sys::boot_time`]'s clock.
     due: Duration,
-    /// What the timer was set to, for the audit record ("8h").
-    set_for: Duration,
+    /// What set the timer, for the lock's audit record:
+    /// "`vaultctl unlock --for 8h`" or "vaultd.toml's `unlock_for = \"8h\"`".
+    origin: String,
     /// Cancelled when another unlock replaces the timer, or on any lock.
     stop: CancellationToken,
 }
@@ -195,7 +197,7 @@ pub struct Daemon {
     /// The audit chain's head when the last writer was dropped (at lock),
     /// checked at the next unlock.
     audit_head: crate::audit::HeadSlot,
-    /// The timer of the last `unlock --for`, while it runs.
+    /// The timer of the last unlock, while it runs.
     auto_lock: Mutex<Option<AutoLock>>,
 }
 
@@ -242,7 +244,7 @@ pub struct StatusInfo {
     pub audit_error: Option<String>,
     /// Seconds since unlock.
     pub unlocked_for: u64,
-    /// Time left before the vault locks by itself (`unlock --for`).
+    /// Time left before the vault locks by itself (`unlock --for`, `unlock_for`).
     pub locks_in: Option<Duration>,
 }
 
@@ -457,43 +459,60 @@ impl Daemon {
 
     /// Unlocks with `passphrase`. Already unlocked: checks the passphrase and
     /// succeeds. Either way the vault then locks by itself after `lock_after`
-    /// (`unlock --for`), or stays unlocked until `lock` when it is `None`:
-    /// the last unlock decides.
+    /// (`unlock --for`), or else after the config's `unlock_for`, or stays
+    /// unlocked until `lock` when neither is set: the last unlock decides.
+    /// Returns how long this unlock lasts, when it has a timer.
     pub async fn unlock(
         self: &Arc<Self>,
         passphrase: SecretBuf,
         lock_after: Option<Duration>,
-    ) -> Result<()> {
+    ) -> Result<Option<Duration>> {
         let _admin = self.admin.lock().await;
         let opened = self.open_vault(passphrase).await?;
         if self.unlocked().is_none() {
             self.open_unlocked(opened)?;
         }
-        self.set_auto_lock(lock_after);
-        Ok(())
+        let timer = match (lock_after, self.config.unlock_for) {
+            (Some(d), _) => Some((
+                d,
+                format!("`vaultctl unlock --for {}`", humantime::format_duration(d)),
+            )),
+            (None, Some(d)) => Some((
+                d,
+                format!(
+                    "vaultd.toml's `unlock_for = \"{}\"`",
+                    humantime::format_duration(d)
+                ),
+            )),
+            (None, None) => None,
+        };
+        let lasts = timer.as_ref().map(|(d, _)| *d);
+        self.set_auto_lock(timer);
+        Ok(lasts)
     }
 
-    /// Replaces the `unlock --for` timer with one that locks after
-    /// `lock_after`, or with none.
-    fn set_auto_lock(self: &Arc<Self>, lock_after: Option<Duration>) {
+    /// Replaces the unlock timer with one that locks after the duration
+    /// `timer` holds (with what set it), or with none.
+    fn set_auto_lock(self: &Arc<Self>, timer: Option<(Duration, String)>) {
         let mut slot = self.auto_lock();
         if let Some(old) = slot.take() {
             old.stop.cancel();
         }
-        let Some(set_for) = lock_after else {
+        let Some((set_for, origin)) = timer else {
             return;
         };
         let timer = AutoLock {
             due: crate::sys::boot_time().saturating_add(set_for),
-            set_for,
+            origin,
             stop: CancellationToken::new(),
         };
         let (due, stop) = (timer.due, timer.stop.clone());
-        *slot = Some(timer);
         tracing::info!(
-            "the vault locks by itself in {}",
-            humantime::format_duration(set_for)
+            "the vault locks by itself in {} ({})",
+            humantime::format_duration(set_for),
+            timer.origin
         );
+        *slot = Some(timer);
         // Weak: a timer does not keep a stopped daemon alive.
         let daemon = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -515,10 +534,10 @@ impl Daemon {
         });
     }
 
-    /// The `unlock --for` timer `stop` belongs to has run out: locks, if
-    /// that timer is still the current one.
+    /// The unlock timer `stop` belongs to has run out: locks, if that timer
+    /// is still the current one.
     async fn lock_on_timer(&self, stop: &CancellationToken) {
-        let set_for = {
+        let origin = {
             let mut slot = self.auto_lock();
             // A timer is replaced or cleared only under this mutex, and
             // cancelled as it goes: if `stop` is not cancelled, the current
@@ -526,12 +545,9 @@ impl Daemon {
             if stop.is_cancelled() {
                 return;
             }
-            slot.take().map(|t| t.set_for).unwrap_or_default()
+            slot.take().map(|t| t.origin).unwrap_or_default()
         };
-        let why = format!(
-            "`vaultctl unlock --for {}` ran out",
-            humantime::format_duration(set_for)
-        );
+        let why = format!("{origin} ran out");
         tracing::info!("{why}: locking");
         self.lock_because(Some(why)).await;
     }

@@ -222,6 +222,14 @@ fn peer_exe(daemon: &Daemon, pid: Option<u32>) -> Option<String> {
     Some(link.display().to_string())
 }
 
+/// A time left as the protocol's `locks_in_secs`: whole seconds, rounded
+/// up, so that 0 means only "no timer".
+fn whole_secs(left: Option<Duration>) -> u64 {
+    left.map_or(0, |left| {
+        (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+    })
+}
+
 fn secret(bytes: Vec<u8>) -> Result<SecretBuf, Status> {
     SecretBuf::take(bytes).map_err(|e| status_of(e.into()))
 }
@@ -263,10 +271,7 @@ impl Vault for VaultService {
             services: s.services,
             capabilities: s.capabilities,
             agents: s.agents,
-            // Rounded up: 0 means no timer.
-            locks_in_secs: s.locks_in.map_or(0, |left| {
-                (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
-            }),
+            locks_in_secs: whole_secs(s.locks_in),
             vault_path: d.dirs.vault_file.display().to_string(),
             audit_path: d.dirs.audit_file.display().to_string(),
             socket_path: d.dirs.socket.display().to_string(),
@@ -284,8 +289,10 @@ impl Vault for VaultService {
         let r = req.into_inner();
         let lock_after = (r.lock_after_secs > 0).then(|| Duration::from_secs(r.lock_after_secs));
         let p = secret(r.passphrase)?;
-        self.daemon.unlock(p, lock_after).await.map_err(status_of)?;
-        Ok(Response::new(UnlockResponse {}))
+        let lasts = self.daemon.unlock(p, lock_after).await.map_err(status_of)?;
+        Ok(Response::new(UnlockResponse {
+            locks_in_secs: whole_secs(lasts),
+        }))
     }
 
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
@@ -548,6 +555,7 @@ impl Vault for VaultService {
         Ok(Response::new(AgentStatusResponse {
             state: s.state.to_string(),
             agent,
+            locks_in_secs: whole_secs(s.locks_in),
         }))
     }
 
