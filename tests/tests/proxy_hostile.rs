@@ -319,6 +319,19 @@ fn table(other_port: u16) -> Vec<Row> {
         get("bear", "/v1/admin/echo", json!({})),
         "denied_by_rule",
     ));
+    // A case-insensitive or `;`-stripping server reads these as /v1/admin.
+    for (n, path) in [
+        ("deny rule, other case", "/v1/ADMIN/echo"),
+        ("deny rule, ;param suffix", "/v1/admin;x=1/echo"),
+        ("deny rule, trailing dot", "/v1/admin./echo"),
+    ] {
+        t.push(refused(
+            n,
+            "bear",
+            get("bear", path, json!({})),
+            "denied_by_rule",
+        ));
+    }
     // --- methods
     for (n, m) in [
         ("TRACE", "TRACE"),
@@ -488,6 +501,7 @@ fn table(other_port: u16) -> Vec<Row> {
             "attacker",
         ),
         ("_method query param", "bear", "_method", "DELETE"),
+        ("_method query param, PHP dot", "bear", ".method", "DELETE"),
         (
             "CRLF in query value",
             "bear",
@@ -500,6 +514,27 @@ fn table(other_port: u16) -> Vec<Row> {
             n,
             cap,
             get(cap, "/v1/echo", json!({"query": {name: value}})),
+            BR,
+        ));
+    }
+    // --- a form body may not override the method either (Symfony, Rails)
+    for (n, content_type, body) in [
+        (
+            "_method form field",
+            "application/x-www-form-urlencoded",
+            "a=1&_method=DELETE",
+        ),
+        (
+            "_method multipart field",
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n",
+        ),
+    ] {
+        t.push(refused(
+            n,
+            "bear",
+            json!({"capability": "bear", "method": "POST", "path": "/v1/echo",
+                   "headers": {"Content-Type": content_type}, "body": body}),
             BR,
         ));
     }

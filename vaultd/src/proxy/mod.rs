@@ -377,6 +377,7 @@ fn decide(
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
     let query = request::check_query(&query, cred_query).map_err(bad)?;
+    request::check_body(&headers, &req.body).map_err(bad)?;
     if req.body.len() > MAX_REQUEST_BODY {
         return Err((
             Refusal::new(

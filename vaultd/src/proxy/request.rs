@@ -39,12 +39,14 @@
 //! the credential, the host (`Host`, `X-Host`, `X-Original-Host`,
 //! `X-Forwarded-*`), `Proxy` (httpoxy), framing or hop-by-hop headers, anything that
 //! would make the upstream see a different method or path than the one the
-//! policy checked (`X-HTTP-Method-Override`, `X-Original-URL`, `_method`), or
+//! policy checked (`X-HTTP-Method-Override`, `X-Original-URL`, `_method` as a
+//! query parameter in any spelling PHP folds to it, or as a form field), or
 //! `Range` (a partial response could slice an echoed credential into pieces the
 //! response scrubber cannot recognize).
 //!
-//! Rules use literal segments (byte-for-byte, case-sensitive), `*` (exactly
-//! one non-empty segment) and `**` (zero or more segments). `Rule::matches`
+//! Rules use literal segments (byte-for-byte, case-sensitive; a deny rule
+//! also matches the spellings lenient servers read alike, see [`Rule::denies`]),
+//! `*` (exactly one non-empty segment) and `**` (zero or more segments). `Rule::matches`
 //! trusts its inputs to come from `canonical_method` and `canonical_path`:
 //! given anything else a deny rule could fail to match, so never call it with
 //! unchecked input.
@@ -623,13 +625,13 @@ fn fold_query_name(name: &str) -> String {
         .collect()
 }
 
-/// Does this query parameter name name the credential parameter, as any
-/// lenient server framework would read it?
-fn names_credential(name: &str, credential: &str) -> bool {
-    if name == credential || name.eq_ignore_ascii_case(credential) {
+/// Does a lenient server framework read the parameter `name` (query or form
+/// field) as the parameter `target`?
+fn names_param(name: &str, target: &str) -> bool {
+    if name == target || name.eq_ignore_ascii_case(target) {
         return true;
     }
-    let target = fold_query_name(credential);
+    let target = fold_query_name(target);
     if fold_query_name(name) == target {
         return true;
     }
@@ -677,7 +679,7 @@ pub fn check_query(
             )));
         }
         if let Some(credential) = credential_query
-            && names_credential(name, credential)
+            && names_param(name, credential)
         {
             return Err(bad(format!(
                 "query parameter {} carries this service's credential, which vaultd adds \
@@ -685,7 +687,7 @@ pub fn check_query(
                 show(name)
             )));
         }
-        if name.eq_ignore_ascii_case("_method") {
+        if names_param(name, METHOD_OVERRIDE) {
             return Err(bad(format!(
                 "query parameter {} would make the upstream run another method than the \
                  one the policy checked; remove it and use `method`",
@@ -694,6 +696,75 @@ pub fn check_query(
         }
     }
     Ok(query.to_vec())
+}
+
+/// The form field and query parameter that Laravel, Symfony, Rails and
+/// others read as the request's real method.
+const METHOD_OVERRIDE: &str = "_method";
+
+/// Checks the body of a form (by the Content-Type among the checked
+/// `headers`, names lowercased): a field that names `_method` would make the
+/// upstream run another method than the one the policy checked, as the
+/// query parameter would. Any other body is the API's business.
+pub fn check_body(headers: &[(String, String)], body: &[u8]) -> Result<(), BadRequest> {
+    let Some((_, content_type)) = headers.iter().find(|(n, _)| n == "content-type") else {
+        return Ok(());
+    };
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let names: Vec<String> = match media.as_str() {
+        "application/x-www-form-urlencoded" => url::form_urlencoded::parse(body)
+            .map(|(name, _)| name.into_owned())
+            .collect(),
+        "multipart/form-data" => multipart_field_names(body),
+        _ => return Ok(()),
+    };
+    match names.iter().find(|n| names_param(n, METHOD_OVERRIDE)) {
+        Some(name) => Err(bad(format!(
+            "form field {} would make the upstream run another method than the one the \
+             policy checked; remove it and use `method`",
+            show(name)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Every `name=` parameter in a multipart body (of each part's
+/// `Content-Disposition`, but looked for everywhere, so that no boundary
+/// trick hides one): quoted or bare, up to its end.
+fn multipart_field_names(body: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"name=";
+    let mut names = Vec::new();
+    let mut at = 0;
+    while let Some(found) = body[at..]
+        .windows(KEY.len())
+        .position(|w| w.eq_ignore_ascii_case(KEY))
+    {
+        let start = at + found + KEY.len();
+        let rest = &body[start..];
+        let value = match rest.strip_prefix(b"\"") {
+            Some(quoted) => {
+                &quoted[..quoted
+                    .iter()
+                    .position(|&b| b == b'"')
+                    .unwrap_or(quoted.len())]
+            }
+            None => {
+                let end = rest
+                    .iter()
+                    .position(|&b| matches!(b, b';' | b'\r' | b'\n' | b' ' | b'\t'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            }
+        };
+        names.push(String::from_utf8_lossy(value).into_owned());
+        at = start;
+    }
+    names
 }
 
 /// One segment of a rule's path pattern.
@@ -716,6 +787,8 @@ pub struct Rule {
     method: Option<&'static str>,
     /// The path pattern, one entry per segment after the leading '/'.
     segments: Vec<Pattern>,
+    /// The same with each literal as [`lenient`] reads it, for deny rules.
+    lenient: Vec<Pattern>,
 }
 
 impl Rule {
@@ -754,7 +827,7 @@ impl Rule {
             ));
         }
         check_path(path, true).map_err(fail)?;
-        let segments = path[1..]
+        let segments: Vec<Pattern> = path[1..]
             .split('/')
             .map(|segment| match segment {
                 "*" => Pattern::One,
@@ -762,10 +835,18 @@ impl Rule {
                 literal => Pattern::Literal(literal.to_owned()),
             })
             .collect();
+        let read_leniently = segments
+            .iter()
+            .map(|p| match p {
+                Pattern::Literal(literal) => Pattern::Literal(lenient(literal)),
+                other => other.clone(),
+            })
+            .collect();
         Ok(Rule {
             text: text.to_owned(),
             method,
             segments,
+            lenient: read_leniently,
         })
     }
 
@@ -790,16 +871,20 @@ impl Rule {
         Some(path.strip_prefix('/')?.split('/').collect())
     }
 
-    /// [`Rule::matches`] for a deny rule, which also matches the path with
-    /// its trailing `/` removed or added: most servers route `/x/` and `/x`
-    /// alike, so `deny = ["GET /secret"]` must refuse `GET /secret/` too
-    /// (deny fails closed; allow rules match exactly).
+    /// [`Rule::matches`] for a deny rule, which matches every spelling of a
+    /// path that some server reads as the same one: each segment as
+    /// [`lenient`] reads it (`/Secret`, `/secret.`, `/secret;x`, `/s%65cret`
+    /// are all `/secret`), and with the trailing `/` removed or added (most
+    /// servers route `/x/` and `/x` alike). Deny fails closed; allow rules
+    /// match exactly.
     #[must_use]
     pub fn denies(&self, method: &str, path: &str) -> bool {
-        let Some(mut segments) = self.candidate(method, path) else {
+        let Some(segments) = self.candidate(method, path) else {
             return false;
         };
-        if glob_match(&self.segments, &segments) {
+        let read: Vec<String> = segments.iter().map(|s| lenient(s)).collect();
+        let mut segments: Vec<&str> = read.iter().map(String::as_str).collect();
+        if glob_match(&self.lenient, &segments) {
             return true;
         }
         // The other form: a trailing `/` is an empty last segment.
@@ -810,8 +895,48 @@ impl Rule {
             Some(&"") => return false, // the root, `/`
             _ => segments.push(""),
         }
-        glob_match(&self.segments, &segments)
+        glob_match(&self.lenient, &segments)
     }
+}
+
+/// A canonical path segment as the most lenient servers read it, for deny
+/// rules: percent-decoded, cut at a `;` parameter (Tomcat, Spring), trailing
+/// dots and spaces stripped (Windows), ASCII-lowercased (case-insensitive
+/// routes, such as GitHub's owner and repository names). A segment that
+/// would read as empty stays as it is, so that only a real `/` ends a path.
+fn lenient(segment: &str) -> String {
+    let decoded: Vec<u8> = percent_decode(segment.as_bytes());
+    let cut = match decoded.iter().position(|&b| b == b';') {
+        Some(0) | None => &decoded[..],
+        Some(at) => &decoded[..at],
+    };
+    let trimmed = match cut.iter().rposition(|&b| b != b'.' && b != b' ') {
+        Some(last) => &cut[..=last],
+        None => cut,
+    };
+    String::from_utf8_lossy(trimmed).to_ascii_lowercase()
+}
+
+/// `bytes` with every `%XX` decoded (the canonical path has no other `%`).
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 impl fmt::Display for Rule {
@@ -1431,6 +1556,57 @@ mod tests {
         assert!(check_query(&too_many, None).is_err());
     }
 
+    #[test]
+    fn method_override_refused_in_any_spelling_a_framework_reads() {
+        for name in [
+            "_method",
+            "_METHOD",
+            ".method",
+            " _method",
+            "[method",
+            "_method[]",
+        ] {
+            let err = check_query(&strings(&[(name, "DELETE")]), None).expect_err(name);
+            assert!(err.0.contains("another method"), "{name:?}: {err:?}");
+        }
+        assert!(check_query(&strings(&[("method", "DELETE")]), None).is_ok());
+        assert!(check_query(&strings(&[("_methods", "x")]), None).is_ok());
+    }
+
+    #[test]
+    fn method_override_refused_in_a_form_body() {
+        let form = |ct: &str| vec![("content-type".to_owned(), ct.to_owned())];
+        let urlencoded = form("application/x-www-form-urlencoded; charset=utf-8");
+        for body in [
+            "_method=DELETE",
+            "a=1&_method=PUT",
+            "a=1&.method=DELETE",
+            "%5Fmethod=DELETE",
+            "_METHOD=DELETE",
+        ] {
+            let err = check_body(&urlencoded, body.as_bytes()).expect_err(body);
+            assert!(err.0.contains("form field"), "{body}: {err:?}");
+            assert_clean_message(&err.0);
+        }
+        assert!(check_body(&urlencoded, b"title=_method&body=x").is_ok());
+
+        let multipart = form("Multipart/Form-Data; boundary=XyZ");
+        for body in [
+            "--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--",
+            "--XyZ\r\nContent-Disposition: form-data; NAME=_method\r\n\r\nDELETE\r\n--XyZ--",
+            "--XyZ\r\ncontent-disposition: form-data; name=\".method\"\r\n\r\nPUT\r\n--XyZ--",
+        ] {
+            assert!(check_body(&multipart, body.as_bytes()).is_err(), "{body}");
+        }
+        let fine =
+            "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n_method\r\n--XyZ--";
+        assert!(check_body(&multipart, fine.as_bytes()).is_ok());
+
+        // Not a form: the API's own business.
+        assert!(check_body(&form("application/json"), b"{\"_method\":\"DELETE\"}").is_ok());
+        assert!(check_body(&[], b"_method=DELETE").is_ok());
+    }
+
     // ------------------------------------------------------------------ rules
 
     #[test]
@@ -1588,6 +1764,47 @@ mod tests {
         }
         // Allow rules stay exact.
         assert!(!rule("GET /secret").matches("GET", "/secret/"));
+    }
+
+    #[test]
+    fn deny_rules_match_every_spelling_a_lenient_server_reads_alike() {
+        let cases: &[(&str, &str, bool)] = &[
+            (
+                "DELETE /users/admin@corp.com",
+                "/users/admin%40corp.com",
+                true,
+            ),
+            (
+                "DELETE /users/admin%40corp.com",
+                "/users/admin@corp.com",
+                true,
+            ),
+            (
+                "GET /repos/myorg/prod/**",
+                "/repos/MyOrg/Prod/contents/x",
+                true,
+            ),
+            ("GET /files/private", "/files/PRIVATE", true),
+            ("GET /files/private", "/files/private;x=1", true),
+            ("GET /files/private", "/files/private.", true),
+            ("GET /files/private", "/files/private%20", true),
+            ("GET /files/private", "/files/private%3Bx", true),
+            ("GET /files/*/raw", "/files/Private;v=2/raw/", true),
+            ("GET /files/private", "/files/privatex", false),
+            ("GET /files/private", "/files/public", false),
+            ("GET /files/private", "/files/private/x", false),
+        ];
+        for (text, path, want) in cases {
+            let canonical = canonical_path(path).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+            assert_eq!(
+                rule(text).denies("GET", &canonical) || rule(text).denies("DELETE", &canonical),
+                *want,
+                "{text} vs {path}"
+            );
+        }
+        // Allow rules stay exact: a wider reading there would grant more.
+        assert!(!rule("GET /files/private").matches("GET", "/files/PRIVATE"));
+        assert!(!rule("GET /users/a@b").matches("GET", "/users/a%40b"));
     }
 
     #[test]
