@@ -40,7 +40,7 @@
 //! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc`, `echo-b64-lines` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form (`echo-b64-lines`: 42 bytes of `P` then the value, base64 in lines of 76 characters) |
 //! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key`, and a header named after the last word of each (the credential, lowercased as a name) when that is a valid name |
 //! | `echo-gzip` | the echo object gzip-compressed, `Content-Encoding: gzip`, whatever Accept-Encoding says |
-//! | `echo-gzip-unlabelled`, `echo-zlib-unlabelled` | the echo object (with `?plain=1`: a harmless text) gzip- or zlib-compressed, no Content-Encoding (`application/gzip`, `application/octet-stream`) |
+//! | `echo-gzip-unlabelled`, `echo-zlib-unlabelled` | the echo object (with `?plain=1`: a harmless text; with `?inflates_mib=N`: N MiB of the escape-dense text `%41\u0041` and a newline, a decompression bomb) gzip- or zlib-compressed, no Content-Encoding (`application/gzip`, `application/octet-stream`) |
 //! | `echo-binary` | `application/octet-stream`: [`BINARY_PREFIX`] + Authorization value + [`BINARY_SUFFIX`] |
 //! | `status/NNN` | status NNN, body `{"status":NNN}` |
 //! | `redirect?to=URL` | 302, `Location: URL` (form-decoded) |
@@ -614,8 +614,12 @@ fn handle_route(rec: &Recorded, ctl: &Arc<ConnCtl>) -> Option<Response<RespBody>
         }
         Route::EchoCompressedUnlabelled { zlib } => {
             use std::io::Write as _;
-            // `?plain=1`: a harmless text instead of the echo object.
-            let plain = if rec.query_pairs().iter().any(|(k, _)| k == "plain") {
+            // `?plain=1`: a harmless text instead of the echo object;
+            // `?inflates_mib=N`: N MiB of text that is slow to scrub.
+            let bomb = query_param(rec, "inflates_mib").and_then(|n| n.parse::<usize>().ok());
+            let plain = if let Some(mib) = bomb {
+                b"%41\\u0041\n".repeat((mib << 20) / 10)
+            } else if rec.query_pairs().iter().any(|(k, _)| k == "plain") {
                 b"hello, compressed world".to_vec()
             } else {
                 serde_json::to_vec(&echo_object(rec)).expect("serialize")

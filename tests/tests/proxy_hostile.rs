@@ -1262,3 +1262,117 @@ fn unlabelled_compressed_bodies_holding_a_credential_are_refused() {
         assert_no_canary(&env, canary);
     }
 }
+
+/// Rule 6 with rule 7: an unlabelled compressed body cut at
+/// `max_response_bytes` is refused, since the agent could decompress the
+/// cut stream up to the cut and pad its request so that the cut falls inside
+/// the echoed credential. Paddings of every length up to a few compressed
+/// bytes move the cut across the echo.
+#[test]
+fn a_cut_unlabelled_compressed_body_is_refused() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    let mut cut = 0;
+    for route in ["echo-gzip-unlabelled", "echo-zlib-unlabelled"] {
+        for pad in (0..240).step_by(6) {
+            // The echo holds the request body before the Authorization
+            // header; hex of a counter compresses badly, so the cut moves
+            // with the body's length.
+            let padding: String = (0..pad).map(|i| format!("{:x}", i * 7919 % 4096)).collect();
+            let r = mcp.execute(json!({
+                "capability": "cut", "method": "POST", "path": format!("/v1/{route}"),
+                "body": padding,
+            }));
+            r.assert_refused("upstream_error");
+            // Cut after the echoed credential: it is found whole; before or
+            // inside it: refused for the cut.
+            let why = if r.text.contains("a cut compressed body cannot be checked") {
+                cut += 1;
+                "cut"
+            } else {
+                "whole"
+            };
+            assert!(
+                why == "cut" || r.text.contains("compressed data that holds a credential"),
+                "{route} pad {pad}: {}",
+                r.text
+            );
+        }
+    }
+    println!("{cut} of 80 cut bodies refused for the cut, the rest for a whole credential");
+    assert!(cut > 0, "no padding put the cut before the end of the echo");
+    drop(mcp);
+    assert_no_canary(&env, BEARER);
+}
+
+/// Rules 7, 9 and 10 against a decompression bomb: 128 KiB of unlabelled
+/// gzip that inflates to 60 MiB of text dense in escapes. vaultd
+/// decompresses at most 16 times `max_response_bytes` (16 MiB here) and does
+/// it off the runtime thread, so four such calls in flight neither keep
+/// `vaultctl lock` from ending them at once nor reach the agent.
+#[test]
+fn a_decompression_bomb_neither_stalls_vaultd_nor_reaches_the_agent() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let bomb = |token: String| {
+        let env = &env;
+        move || {
+            env.with_grpc(async |mut c| {
+                c.execute(vault_proto::v1::ExecuteRequest {
+                    agent_token: token,
+                    capability: "bear".into(),
+                    method: "GET".into(),
+                    path: "/v1/echo-gzip-unlabelled".into(),
+                    query: vec![vault_proto::v1::Header {
+                        name: "inflates_mib".into(),
+                        value: "60".into(),
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().status)
+                .map_err(|s| s.message().to_owned())
+            })
+        }
+    };
+
+    let alone = bomb(token.clone())().expect_err("a bomb is refused");
+    assert!(
+        alone.starts_with("upstream_error: ")
+            && alone.contains("larger than 16 MiB once decompressed")
+            && alone.contains("max_response_bytes"),
+        "{alone}"
+    );
+
+    up.clear();
+    let took = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..4).map(|_| s.spawn(bomb(token.clone()))).collect();
+        let waiting = std::time::Instant::now();
+        while up.request_count() < 4 {
+            assert!(waiting.elapsed() < std::time::Duration::from_secs(20));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let started = std::time::Instant::now();
+        env.lock();
+        let took = started.elapsed();
+        for call in calls {
+            let r = call.join().unwrap();
+            let e = r.expect_err("no bomb reaches the agent");
+            assert!(
+                e.starts_with("locked: ") || e.contains("larger than 16 MiB"),
+                "{e}"
+            );
+        }
+        took
+    });
+    println!("vaultctl lock took {took:?} with four bombs being checked");
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "lock waited {took:?} for the bombs"
+    );
+    assert_no_canary(&env, BEARER);
+}

@@ -568,28 +568,102 @@ fn upstream_error(svc: &ServiceRuntime, e: reqwest::Error) -> Refusal {
     )
 }
 
-/// Most bytes a body that looks compressed is decompressed to when it is
-/// checked for credentials; a larger one is refused (fail closed).
-const MAX_INFLATED: usize = 64 << 20;
+/// A body is decompressed to at most this many times the service's
+/// `max_response_bytes` (and at least 1 MiB, at most 64 MiB) when it is
+/// checked for credentials; a larger one is refused (fail closed). A bound
+/// tied to what the user allows keeps a small "decompression bomb" from
+/// costing much more work than a plain body of the allowed size.
+const INFLATE_FACTOR: usize = 16;
+const INFLATE_MIN: usize = 1 << 20;
+const INFLATE_MAX: usize = 64 << 20;
+
+/// Bodies up to this size are checked and scrubbed on the runtime thread;
+/// larger ones, and any that looks compressed, on a blocking thread, so that
+/// no body keeps the runtime from serving other calls or `lock` (which
+/// must end every call within 100 ms).
+const SCRUB_INLINE_MAX: usize = 256 << 10;
+
+/// Whether `body` starts as a gzip or zlib stream does.
+fn looks_compressed(body: &[u8]) -> bool {
+    body.starts_with(&[0x1f, 0x8b])
+        || matches!(body, [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31))
+}
+
+/// Makes a response body fit for the agent: refuses a compressed copy of a
+/// credential ([`refuse_compressed_credential`]) and scrubs the rest, with
+/// [`scrub::Scrubber::scrub_truncated`] when it was cut at `max_response_bytes`.
+/// Large or compressed bodies are handled off the runtime thread
+/// ([`SCRUB_INLINE_MAX`]); if the call is aborted meanwhile, that work ends
+/// on its own and its result is dropped.
+async fn finish_body(
+    svc: &Arc<ServiceRuntime>,
+    body: Vec<u8>,
+    truncated: bool,
+) -> Result<Vec<u8>, Refusal> {
+    if body.len() <= SCRUB_INLINE_MAX && !looks_compressed(&body) {
+        return finish_body_now(svc, body, truncated);
+    }
+    let svc = Arc::clone(svc);
+    tokio::task::spawn_blocking(move || finish_body_now(&svc, body, truncated))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Refusal::new(
+                codes::UPSTREAM_ERROR,
+                "the response could not be checked for credentials (an internal error); it was discarded. Retry, or ask the user to look at vaultd's log",
+            ))
+        })
+}
+
+fn finish_body_now(
+    svc: &ServiceRuntime,
+    mut body: Vec<u8>,
+    truncated: bool,
+) -> Result<Vec<u8>, Refusal> {
+    refuse_compressed_credential(svc, &body, truncated)?;
+    if truncated {
+        // Also redacts a trailing piece that starts a credential form: the
+        // agent could pad its request so the cut falls inside an echo.
+        svc.scrubber.scrub_truncated(&mut body);
+    } else {
+        svc.scrubber.scrub(&mut body);
+    }
+    Ok(body)
+}
 
 /// A body the upstream did not label as compressed (declared encodings are
 /// decoded by the client) but that is a gzip or zlib stream by its magic
 /// bytes (`Content-Type: application/gzip`, or gzip sent as `identity`):
 /// the agent could decompress it, so it is decompressed here and refused if
 /// any credential form is inside (DESIGN.md rule 6: the agent never gets a
-/// compressed copy of a credential). Raw deflate and other formats have no
-/// magic to go by (SECURITY.md).
-fn refuse_compressed_credential(svc: &ServiceRuntime, body: &[u8]) -> Result<(), Refusal> {
+/// compressed copy of a credential), if it decompresses to more than
+/// [`INFLATE_FACTOR`] times `max_response_bytes`, or if it was cut at
+/// `max_response_bytes` (the agent can decompress a cut stream up to the cut,
+/// and could pad its request so that the cut falls inside an echoed
+/// credential). Raw deflate and other formats have no magic to go by
+/// (SECURITY.md).
+fn refuse_compressed_credential(
+    svc: &ServiceRuntime,
+    body: &[u8],
+    truncated: bool,
+) -> Result<(), Refusal> {
     use std::io::Read as _;
-    let gzip = body.starts_with(&[0x1f, 0x8b]);
-    let zlib = matches!(body, [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31));
-    if !gzip && !zlib {
+    if !looks_compressed(body) {
         return Ok(());
     }
+    let gzip = body.starts_with(&[0x1f, 0x8b]);
     let mut reader: Box<dyn std::io::Read + '_> = if gzip {
         Box::new(flate2::read::MultiGzDecoder::new(body))
     } else {
         Box::new(flate2::read::ZlibDecoder::new(body))
+    };
+    let limit = (svc.service.max_response_bytes as usize)
+        .saturating_mul(INFLATE_FACTOR)
+        .clamp(INFLATE_MIN, INFLATE_MAX);
+    let refuse = |why: String| {
+        Err(Refusal::new(
+            codes::UPSTREAM_ERROR,
+            format!("service {:?} answered with {why}", svc.service.name),
+        ))
     };
     // Windows of 64 KiB, each after the last `keep` bytes of the one before,
     // so a credential form across two windows is still seen whole.
@@ -597,22 +671,18 @@ fn refuse_compressed_credential(svc: &ServiceRuntime, body: &[u8]) -> Result<(),
     let mut window = zeroize::Zeroizing::new(Vec::with_capacity(keep + (64 << 10)));
     let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 << 10]);
     let mut total = 0usize;
-    let found = loop {
+    loop {
         // A stream that is not valid (a text starting like a zlib header, a
         // cut body) is checked as far as it decompresses.
         let n = reader.read(&mut chunk).unwrap_or(0);
         if n == 0 {
-            break false;
+            break;
         }
         total += n;
-        if total > MAX_INFLATED {
-            return Err(Refusal::new(
-                codes::UPSTREAM_ERROR,
-                format!(
-                    "service {:?} answered with compressed data larger than {} MiB once decompressed; it was discarded, as it could not be checked for credentials",
-                    svc.service.name,
-                    MAX_INFLATED >> 20
-                ),
+        if total > limit {
+            return refuse(format!(
+                "compressed data larger than {} MiB once decompressed ({INFLATE_FACTOR} times its max_response_bytes); it was discarded, as it could not be checked for credentials. If this answer is expected, ask the user to raise the service's max_response_bytes",
+                limit >> 20
             ));
         }
         let cut = window.len().saturating_sub(keep);
@@ -620,16 +690,15 @@ fn refuse_compressed_credential(svc: &ServiceRuntime, body: &[u8]) -> Result<(),
         window.extend_from_slice(&chunk[..n]);
         let mut probe = zeroize::Zeroizing::new(window.to_vec());
         if svc.scrubber.scrub(&mut probe) > 0 {
-            break true;
+            return refuse(
+                "compressed data that holds a credential; it was discarded. Ask the user to check the service".to_owned(),
+            );
         }
-    };
-    if found {
-        return Err(Refusal::new(
-            codes::UPSTREAM_ERROR,
-            format!(
-                "service {:?} answered with compressed data that holds a credential; it was discarded. Ask the user to check the service",
-                svc.service.name
-            ),
+    }
+    if truncated && total > 0 {
+        return refuse(format!(
+            "compressed data longer than its max_response_bytes ({} bytes); it was discarded, as a cut compressed body cannot be checked for a credential cut with it. If this answer is expected, ask the user to raise the service's max_response_bytes",
+            svc.service.max_response_bytes
         ));
     }
     Ok(())
@@ -650,7 +719,7 @@ fn refused_by_sandbox(e: &reqwest::Error) -> bool {
 }
 
 async fn call_upstream(
-    svc: &ServiceRuntime,
+    svc: &Arc<ServiceRuntime>,
     method: &'static str,
     url: url::Url,
     headers: Vec<(String, String)>,
@@ -758,14 +827,7 @@ async fn call_upstream(
             body.extend_from_slice(&chunk);
         }
         drop(resp); // HTTP/1.1: a truncated body's connection is closed, not pooled
-        refuse_compressed_credential(svc, &body)?;
-        if truncated {
-            // Also redacts a trailing piece that starts a credential form: the
-            // agent could pad its request so the cut falls inside an echo.
-            svc.scrubber.scrub_truncated(&mut body);
-        } else {
-            svc.scrubber.scrub(&mut body);
-        }
+        let body = finish_body(svc, body, truncated).await?;
         Ok(ExecuteResponse {
             status,
             headers: out_headers,
