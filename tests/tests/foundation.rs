@@ -1282,3 +1282,85 @@ fn second_daemon_is_refused_and_the_first_keeps_serving() {
     assert!(list.stdout.contains("github-token"), "{list}");
     assert_no_canary(&env, "CANARY-second-7d6c5b4a39");
 }
+
+/// A mistyped `VAULTD_SOCKET` must not cost the user a file or a directory
+/// mode: vaultd removes only a stale *socket* at that path and refuses to
+/// start over anything else, leaving it as it was; an existing directory
+/// that holds the socket keeps its mode (init does not touch it at all).
+#[test]
+fn vaultd_leaves_the_users_files_and_directories_alone() {
+    let env = VaultEnv::new();
+    let mine = env.root().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let notes = mine.join("notes.txt");
+    std::fs::write(&notes, "important data").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    let out = env
+        .ctl_cmd(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"])
+        .env("VAULTD_SOCKET", &mine.join("vaultd.sock").to_string_lossy())
+        .passphrase(PASSPHRASE)
+        .run();
+    out.assert_ok();
+    assert_eq!(
+        mode(&mine),
+        0o755,
+        "init changed the socket directory's mode"
+    );
+
+    let out = env
+        .command(&env.bins().vaultd)
+        .env("VAULTD_SOCKET", &notes)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run vaultd");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    env.record_output("vaultd on a regular file stderr", &out.stderr);
+    assert!(
+        !out.status.success(),
+        "vaultd started over a file:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("is not a socket") && stderr.contains("VAULTD_SOCKET"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "important data");
+
+    // A socket there, in the user's 0755 directory: served, mode kept, and
+    // the stale socket of a killed daemon is replaced at the next start.
+    let sock = mine.join("vaultd.sock");
+    for round in 0..2 {
+        let mut child = env
+            .command(&env.bins().vaultd)
+            .env("VAULTD_SOCKET", &sock)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start vaultd");
+        let started = Instant::now();
+        loop {
+            let st = env
+                .ctl_cmd(&["status"])
+                .env("VAULTD_SOCKET", &sock.to_string_lossy())
+                .run();
+            if st.status.success() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "round {round}: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            mode(&mine),
+            0o755,
+            "round {round}: vaultd changed the directory's mode"
+        );
+        child.kill().unwrap(); // SIGKILL: the socket file stays behind
+        child.wait().unwrap();
+        assert!(sock.exists());
+    }
+}

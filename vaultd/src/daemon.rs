@@ -904,7 +904,11 @@ pub fn init_vault(dirs: &Dirs, passphrase: &[u8], kdf: KdfParams) -> Result<()> 
             path: dirs.vault_file.clone(),
         });
     }
-    dirs.create_all()?;
+    // Only the vault's own directory: the socket's and the audit log's are
+    // vaultd's business when it starts.
+    if let Some(dir) = dirs.vault_file.parent() {
+        crate::dirs::ensure_private_dir(dir)?;
+    }
     let (header, key) = vault::create(passphrase, kdf)?;
     let data = VaultData {
         generation: 1,

@@ -5,11 +5,12 @@
 //! `$XDG_CONFIG_HOME/vaultd`, vault in `$XDG_DATA_HOME/vaultd`, audit log in
 //! `$XDG_STATE_HOME/vaultd`, socket in `$XDG_RUNTIME_DIR/vaultd` (or
 //! `VAULTD_SOCKET`). Directories are created 0700 (atomically, by `mkdir`
-//! with that mode, never chmod after the fact) and checked to be ours.
+//! with that mode, never chmod after the fact, and never chmod of one that
+//! exists) and checked to be ours.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -110,8 +111,9 @@ impl Dirs {
 }
 
 /// Creates `dir` (and parents) with mode 0700 if missing; refuses a directory
-/// owned by another user. An existing directory that is group/world
-/// accessible is tightened to 0700 (it is ours).
+/// owned by another user. An existing directory keeps its mode: it may be the
+/// user's own (`VAULTD_SOCKET=$HOME/vaultd.sock`), and vaultd's files in it
+/// are 0600 anyway; one open to others gets a warning.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     match fs::DirBuilder::new()
         .recursive(true)
@@ -138,8 +140,13 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
         )));
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io("restrict directory to 0700", dir, e))?;
+        tracing::warn!(
+            "{} is open to other users (mode {:o}): vaultd's files in it are 0600, but \
+             `chmod 700 {}` would hide their names too",
+            dir.display(),
+            meta.mode() & 0o777,
+            dir.display()
+        );
     }
     Ok(())
 }

@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,13 +95,23 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         &dirs.vault_file,
         &format!("for {}", dirs.vault_file.display()),
     )?;
-    // We hold the lock, so a socket file left here is stale.
-    match std::fs::remove_file(&dirs.socket) {
-        Ok(()) => tracing::info!("removed stale socket {}", dirs.socket.display()),
+    // We hold the lock, so a socket left here is stale. Anything else at that
+    // path (a mistyped VAULTD_SOCKET naming a file of the user's) is not ours
+    // to remove.
+    match std::fs::symlink_metadata(&dirs.socket) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            std::fs::remove_file(&dirs.socket)
+                .with_context(|| format!("cannot remove stale socket {}", dirs.socket.display()))?;
+            tracing::info!("removed stale socket {}", dirs.socket.display());
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket, so vaultd will not replace it: point VAULTD_SOCKET \
+             at a free path (or unset it for the default), or move that file away",
+            dirs.socket.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot remove stale socket {}", dirs.socket.display()));
+            return Err(e).with_context(|| format!("cannot inspect {}", dirs.socket.display()));
         }
     }
 
