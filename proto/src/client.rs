@@ -200,8 +200,10 @@ async fn connect_once(socket: &Path, timeout: Duration) -> Result<Client, Failur
 }
 
 /// When the handshake failed and the daemon behind the socket runs as another
-/// uid, the reason is its peer check: say so instead of "not vaultd".
-fn refused(socket: &Path, daemon_uid: Option<u32>) -> Option<ConnectError> {
+/// uid (`daemon_uid`, from the connection's kernel credentials), the reason
+/// is its peer check: say so instead of "not vaultd". Clients that dial
+/// their own connection (vault-mcp) call this too.
+pub fn refused(socket: &Path, daemon_uid: Option<u32>) -> Option<ConnectError> {
     let daemon_uid = daemon_uid?;
     // Our own uid, from the kernel's credentials of a socket pair (no unsafe code).
     let (ours, _other) = UnixStream::pair().ok()?;

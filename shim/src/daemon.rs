@@ -356,6 +356,7 @@ async fn dial(socket: &Path, id: u64) -> Result<(Conn, String), ConnectError> {
             });
         }
     };
+    let daemon_uid = stream.peer_cred().ok().map(|c| c.uid());
     let closed = Arc::new(AtomicBool::new(false));
     let once = Arc::new(Mutex::new(Some(Watched {
         inner: stream,
@@ -383,6 +384,11 @@ async fn dial(socket: &Path, id: u64) -> Result<(Conn, String), ConnectError> {
             });
         }
         Ok(Err(status)) => {
+            // A daemon of another uid closes the connection of a uid it
+            // does not serve: say that, not "restart vaultd".
+            if let Some(refused) = vault_proto::client::refused(socket, daemon_uid) {
+                return Err(refused);
+            }
             let detail = match status.code() {
                 tonic::Code::PermissionDenied => status.message().to_owned(),
                 code => format!("{code:?}: {}", status.message()),

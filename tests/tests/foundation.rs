@@ -465,6 +465,32 @@ print('closed' if s.recv(100)==b'' else 'got bytes')\n";
         text(&out.stderr)
     );
 
+    // vault-mcp as nobody: the agent is told the same, not "restart vaultd".
+    let vault_mcp = env.bins().vault_mcp.to_string_lossy().into_owned();
+    let lines = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"vault_status","arguments":{}}}"#,
+    ];
+    let script = format!(
+        "(printf '%s\\n' '{}'; sleep 3) | {vault_mcp}",
+        lines.join("' '")
+    );
+    let out = run_as_nobody(&env, "nobody vault-mcp", &["/bin/sh", "-c", &script]);
+    let answer = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["id"] == 2)
+        .unwrap_or_else(|| panic!("no answer to vault_status: {}", text(&out.stderr)));
+    let said = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    for n in ["unavailable: ", "refused", "uid 65534", "allowed_uids"] {
+        assert!(said.contains(n), "vault-mcp does not say {n:?}: {said}");
+    }
+    assert!(!said.contains("restart vaultd"), "{said}");
+
     // The daemon logged each refusal with the uid.
     let deadline = Instant::now() + Duration::from_secs(2);
     while refusals_in_log(&daemon.stderr()) < 3 && Instant::now() < deadline {
