@@ -321,6 +321,22 @@ fn audit_unavailable_when_the_log_is_removed_or_replaced() {
         why.contains("vaultctl lock"),
         "status names the way out: {st}"
     );
+    // A change to the vault is refused too, and nothing changes: it would
+    // otherwise be made with no record of it.
+    let vault_before = std::fs::read(env.vault_path()).unwrap();
+    let out = env
+        .ctl_cmd(&["secret", "set", "zz", "--from-fd", "4"])
+        .passphrase(vaultd_tests::PASSPHRASE)
+        .fd(4, b"CANARY-unaudited-71c0")
+        .run();
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("the change was not made")
+            && out.stderr.contains("removed or replaced"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(env.vault_path()).unwrap(), vault_before);
+    assert!(!env.ctl(&["secret", "list"]).stdout.contains("zz"));
 
     // Replaced by another file (an agent could swap in its own log): refused too.
     std::fs::copy(&moved, &audit).unwrap();
@@ -337,9 +353,11 @@ fn audit_unavailable_when_the_log_is_removed_or_replaced() {
         "nothing was appended to the stand-in"
     );
 
-    // The real log back in place: calls go through and the chain is intact.
+    // The real log back in place: calls and changes go through and the
+    // chain is intact.
     std::fs::rename(&moved, &audit).unwrap();
     mcp.execute(get("open", "/v1/echo")).assert_ok();
+    env.set_secret("zz", b"CANARY-unaudited-71c0");
     assert_eq!(up.request_count(), sent + 1);
     let st = env.status_json();
     assert!(st["audit_error"].is_null(), "{st}");
@@ -347,6 +365,7 @@ fn audit_unavailable_when_the_log_is_removed_or_replaced() {
 
     drop(mcp);
     assert_no_canary(&env, CANARY);
+    assert_no_canary(&env, "CANARY-unaudited-71c0");
 }
 
 #[test]

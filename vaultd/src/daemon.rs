@@ -657,41 +657,53 @@ impl Daemon {
         let rt = self.runtime(&data)?;
         data.generation += 1;
         let bytes = vault::seal(&header, &data_key, &data)?;
+        // Audited before the file changes, as a call is before it leaves: a
+        // change that cannot be audited is not made.
+        let record = |error: Option<String>| Record {
+            kind: "admin".into(),
+            event: Some(event.clone()),
+            error,
+            ..Default::default()
+        };
+        self.audit_admin(&data_key, record(None))
+            .map_err(Error::AuditUnavailable)?;
         let path = self.dirs.vault_file.clone();
-        tokio::task::spawn_blocking(move || vault::write_atomic(&path, &bytes, true))
+        let written = tokio::task::spawn_blocking(move || vault::write_atomic(&path, &bytes, true))
             .await
-            .map_err(|_| Error::Crypto("vault writer panicked"))??;
+            .map_err(|_| Error::Crypto("vault writer panicked"))
+            .and_then(|r| r);
+        if let Err(e) = written {
+            let failed = record(Some(format!("the change was not made: {e}")));
+            if let Err(a) = self.audit_admin(&data_key, failed) {
+                tracing::warn!("audit: {a}");
+            }
+            return Err(e);
+        }
         self.highest_generation
             .fetch_max(data.generation, Ordering::SeqCst);
         if let Some(current) = self.unlocked() {
             let next = Unlocked::new(header, data_key, data, rt, current.shared.clone());
             *self.state.write().unwrap_or_else(|p| p.into_inner()) =
                 State::Unlocked(Arc::new(next));
-            if let Err(e) = current.shared.audit(Record {
-                kind: "admin".into(),
-                event: Some(event),
-                ..Default::default()
-            }) {
-                tracing::warn!("audit: {e}");
-            }
-        } else {
-            // Locked: the change is audited all the same, by a writer opened
-            // for this one record with the key the passphrase just unwrapped,
-            // linked to the chain the last writer left (see `AuditLog::chain_from`).
-            let record = Record {
-                kind: "admin".into(),
-                event: Some(event),
-                ..Default::default()
-            };
-            let written = AuditLog::open(&self.dirs.audit_file, &data_key).and_then(|mut log| {
-                log.chain_from(&self.audit_head);
-                log.append(record).map_err(Error::Invalid)
-            });
-            if let Err(e) = written {
-                tracing::warn!("audit: {e}");
-            }
         }
         Ok(out)
+    }
+
+    /// Appends an admin record: to the running log when unlocked; when
+    /// locked, by a writer opened for this one record with the key the
+    /// passphrase just unwrapped, linked to the chain the last writer left
+    /// (see `AuditLog::chain_from`).
+    fn audit_admin(&self, data_key: &SecretBuf, record: Record) -> std::result::Result<(), String> {
+        match self.unlocked() {
+            Some(current) => current.shared.audit(record).map(drop),
+            None => AuditLog::open(&self.dirs.audit_file, data_key)
+                .and_then(|mut log| {
+                    log.chain_from(&self.audit_head);
+                    log.append(record).map_err(Error::Invalid)
+                })
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        }
     }
 
     /// Sets a secret; true when it replaced one.

@@ -82,6 +82,10 @@ pub enum Error {
     /// A request was invalid (message says why and what to do).
     #[error("{0}")]
     Invalid(String),
+    /// A change to the vault was not made because its audit record could
+    /// not be written (the message says why and what to do).
+    #[error("the change was not made, since its audit record cannot be written: {0}")]
+    AuditUnavailable(String),
     /// A name was not found.
     #[error("no {kind} named {name:?}{hint}")]
     NotFound {

@@ -175,7 +175,7 @@ pub fn status_of(e: Error) -> Status {
     let msg = e.to_string();
     match e {
         Error::WrongPassphrase => Status::permission_denied(msg),
-        Error::NoVault { .. } => Status::failed_precondition(msg),
+        Error::NoVault { .. } | Error::AuditUnavailable(_) => Status::failed_precondition(msg),
         Error::VaultExists { .. } => Status::already_exists(msg),
         Error::Tampered { .. } | Error::BadFormat { .. } | Error::Rollback { .. } => {
             Status::data_loss(msg)
