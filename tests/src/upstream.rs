@@ -40,7 +40,7 @@
 //! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc`, `echo-b64-lines` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form (`echo-b64-lines`: 42 bytes of `P` then the value, base64 in lines of 76 characters) |
 //! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key`, and a header named after the last word of each (the credential, lowercased as a name) when that is a valid name |
 //! | `echo-gzip` | the echo object gzip-compressed, `Content-Encoding: gzip`, whatever Accept-Encoding says |
-//! | `echo-gzip-unlabelled`, `echo-zlib-unlabelled` | the echo object (with `?plain=1`: a harmless text; with `?inflates_mib=N`: N MiB of the escape-dense text `%41\u0041` and a newline, a decompression bomb) gzip- or zlib-compressed, no Content-Encoding (`application/gzip`, `application/octet-stream`) |
+//! | `echo-gzip-unlabelled`, `echo-zlib-unlabelled` | the echo object (with `?plain=1`: a harmless text; gzip with `?inflates_mib=N`: N gzip members of 1 MiB each of the escape-dense text `%41\u0041` and a newline, a decompression bomb) gzip- or zlib-compressed, no Content-Encoding (`application/gzip`, `application/octet-stream`) |
 //! | `echo-binary` | `application/octet-stream`: [`BINARY_PREFIX`] + Authorization value + [`BINARY_SUFFIX`] |
 //! | `status/NNN` | status NNN, body `{"status":NNN}` |
 //! | `redirect?to=URL` | 302, `Location: URL` (form-decoded) |
@@ -503,6 +503,21 @@ fn route(path: &str) -> Route {
     Route::NotFound
 }
 
+/// `mib` concatenated gzip members, each 1 MiB of `%41\u0041` and a newline
+/// (text dense in escapes, slow to scrub): a decompression bomb of a few
+/// KiB per MiB. The member is compressed once per process.
+fn gzip_bomb(mib: usize) -> Vec<u8> {
+    use std::io::Write as _;
+    static MEMBER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let member = MEMBER.get_or_init(|| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&b"%41\\u0041\n".repeat((1 << 20) / 10))
+            .expect("gzip");
+        gz.finish().expect("gzip")
+    });
+    member.repeat(mib)
+}
+
 fn version_str(v: Version) -> &'static str {
     match v {
         Version::HTTP_09 => "HTTP/0.9",
@@ -614,12 +629,14 @@ fn handle_route(rec: &Recorded, ctl: &Arc<ConnCtl>) -> Option<Response<RespBody>
         }
         Route::EchoCompressedUnlabelled { zlib } => {
             use std::io::Write as _;
-            // `?plain=1`: a harmless text instead of the echo object;
-            // `?inflates_mib=N`: N MiB of text that is slow to scrub.
-            let bomb = query_param(rec, "inflates_mib").and_then(|n| n.parse::<usize>().ok());
-            let plain = if let Some(mib) = bomb {
-                b"%41\\u0041\n".repeat((mib << 20) / 10)
-            } else if rec.query_pairs().iter().any(|(k, _)| k == "plain") {
+            // `?inflates_mib=N` (gzip): N gzip members of 1 MiB each.
+            if !zlib
+                && let Some(mib) = query_param(rec, "inflates_mib").and_then(|n| n.parse().ok())
+            {
+                return Some(full(StatusCode::OK, "application/gzip", gzip_bomb(mib)));
+            }
+            // `?plain=1`: a harmless text instead of the echo object.
+            let plain = if rec.query_pairs().iter().any(|(k, _)| k == "plain") {
                 b"hello, compressed world".to_vec()
             } else {
                 serde_json::to_vec(&echo_object(rec)).expect("serialize")
