@@ -506,6 +506,116 @@ fn mcp_config_advice_works() {
     );
 }
 
+/// Output for scripts stays what it says: `agent add --json --token-file`
+/// prints JSON naming the file, `agent list` prints NAME<TAB>CAPABILITIES
+/// (hints go to stderr), `audit tail --json` prints one object per line
+/// even for a damaged line, and `mcp-config` refuses a name `agent add`
+/// would refuse, writing nothing.
+#[test]
+fn script_output_stays_machine_readable() {
+    let (env, _d) = unlocked_env();
+    let tf = env.root().join("j.token");
+    let out = env.ctl_pass(&[
+        "agent",
+        "add",
+        "j",
+        "--json",
+        "--token-file",
+        &tf.to_string_lossy(),
+    ]);
+    out.assert_ok();
+    assert_eq!(
+        out.json(),
+        serde_json::json!({"name": "j", "token_file": tf.to_string_lossy()})
+    );
+    let token = std::fs::read_to_string(&tf).unwrap();
+    assert!(!out.stdout.contains(token.trim()), "{out}");
+
+    let policy = env.write_input("declared.toml", b"[[agent]]\nname = \"later\"\n");
+    env.ctl_pass(&["policy", "apply", &policy.to_string_lossy()])
+        .assert_ok();
+    let list = env.ctl(&["agent", "list"]);
+    list.assert_ok();
+    for line in list.stdout.lines() {
+        assert_eq!(line.split('\t').count(), 2, "{list}");
+    }
+    assert!(
+        list.stdout.lines().any(|l| l.starts_with("later\t")),
+        "{list}"
+    );
+    assert!(
+        list.stderr
+            .contains("agent later has no token yet: `vaultctl agent add later`"),
+        "{list}"
+    );
+
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.audit_path())
+        .unwrap();
+    std::io::Write::write_all(&mut log, b"not json\n").unwrap();
+    let tail = env.ctl(&["audit", "tail", "-n", "2", "--json"]);
+    let lines: Vec<serde_json::Value> = tail
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        lines.last(),
+        Some(&serde_json::json!({"unreadable_record": "not json"})),
+        "{tail}"
+    );
+
+    for bad in ["bad name", "a/b", ""] {
+        let out = env.ctl(&["mcp-config", "--agent", bad]);
+        out.assert_fail();
+        assert!(
+            out.stderr.contains("must be 1-64 characters")
+                && out.stderr.contains("vaultctl agent list"),
+            "{bad:?}: {out}"
+        );
+        assert!(out.stdout.is_empty(), "{out}");
+    }
+}
+
+/// `policy apply` lists every problem of a file at once, also when a
+/// `ca_file` cannot be read (it used to stop at those), and applies nothing.
+#[test]
+fn policy_apply_lists_every_problem_with_an_unreadable_ca_file() {
+    let (env, _d) = unlocked_env();
+    let shown_before = env.ctl(&["policy", "show"]).stdout;
+    let policy = env.write_input(
+        "p.toml",
+        br#"[[service]]
+name = "s"
+base_url = "https://api.example.com"
+auth = { type = "bearer", secret = "no-such-secret" }
+ca_file = "/nonexistent/ca.pem"
+
+[[capability]]
+name = "c"
+service = "s"
+agents = []
+allow = ["get /x"]
+"#,
+    );
+    let out = env.ctl_pass(&["policy", "apply", &policy.to_string_lossy()]);
+    out.assert_fail();
+    for problem in [
+        "cannot read ca_file /nonexistent/ca.pem",
+        "no-such-secret",
+        "get /x",
+    ] {
+        assert!(
+            out.stderr.contains(problem),
+            "{problem:?} not listed:\n{out}"
+        );
+    }
+    assert!(!out.stderr.contains("could not be read"), "{out}");
+    assert!(out.stderr.contains("the policy was not applied"), "{out}");
+    assert_eq!(env.ctl(&["policy", "show"]).stdout, shown_before);
+}
+
 // ---------------------------------------------------------------------------
 // Item 12: error messages.
 

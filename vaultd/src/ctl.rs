@@ -167,7 +167,8 @@ pub enum AgentCmd {
     Add {
         /// Agent name.
         name: String,
-        /// Print `{"name": ..., "token": ...}`.
+        /// Print `{"name": ..., "token": ...}` (with --token-file:
+        /// `{"name": ..., "token_file": ...}`).
         #[arg(long)]
         json: bool,
         /// Write the token to this file (mode 0600) instead of printing it.
@@ -738,11 +739,19 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                                 " --token-file FILE",
                             )
                         })?;
-                    outln!(
-                        "agent {} created; token written to {}",
-                        r.name,
-                        path.display()
-                    );
+                    if json {
+                        // The token stays in the file: `--json` names where.
+                        outln!(
+                            "{}",
+                            serde_json::json!({"name": r.name, "token_file": path})
+                        );
+                    } else {
+                        outln!(
+                            "agent {} created; token written to {}",
+                            r.name,
+                            path.display()
+                        );
+                    }
                 } else {
                     let line = if json {
                         serde_json::json!({"name": r.name, "token": r.token}).to_string()
@@ -770,12 +779,15 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     .into_inner()
                     .agents
                 {
-                    let token = if a.has_token {
-                        ""
-                    } else {
-                        " (no token yet: `vaultctl agent add NAME`)"
-                    };
-                    outln!("{}{token}\t{}", a.name, a.capabilities.join(","));
+                    // stdout stays NAME<TAB>CAPABILITIES for scripts; the
+                    // hint goes to stderr.
+                    outln!("{}\t{}", a.name, a.capabilities.join(","));
+                    if !a.has_token {
+                        eprintln!(
+                            "agent {} has no token yet: `vaultctl agent add {}`",
+                            a.name, a.name
+                        );
+                    }
                 }
             }
             AgentCmd::Rm { name } => {
@@ -808,7 +820,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 while let Some(line) = stream.message().await.map_err(rpc)? {
                     shown += 1;
                     if json {
-                        writeln!(out, "{}", line.json).map_err(stdout_error)?;
+                        writeln!(out, "{}", json_audit(&line.json)).map_err(stdout_error)?;
                     } else {
                         writeln!(out, "{}", human_audit(&line.json)).map_err(stdout_error)?;
                     }
@@ -949,6 +961,16 @@ impl TokenFile {
     }
 }
 
+/// A line of the log for `audit tail --json`, which prints one JSON object
+/// per line: the record as written, or, for a line that is not a JSON object
+/// (a damaged log), `{"unreadable_record": LINE}`.
+fn json_audit(line: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(_)) => line.to_owned(),
+        _ => serde_json::json!({ "unreadable_record": line }).to_string(),
+    }
+}
+
 fn human_audit(json: &str) -> String {
     let Some(r) = crate::audit::parse_line(json) else {
         return format!("(unreadable record) {json}");
@@ -1005,25 +1027,43 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
             )),
         }
     }
-    if !errors.is_empty() {
-        print_policy_errors(&errors.join("\n"));
-        return Ok(1);
-    }
+    // A ca_file that cannot be read: the policy is only checked (a dry run),
+    // so that every other problem is listed with it.
+    let unreadable = errors;
     let mut req = ApplyPolicyRequest {
         passphrase: Vec::new(),
         policy_toml: text,
         source_name: source,
         ca_files,
-        dry_run,
+        dry_run: dry_run || !unreadable.is_empty(),
     };
     let what = format!("policy {} with its ca_files", file.display());
-    check_request_size(&what, &req, "the policy was not applied")?;
-    let mut c = connect().await?;
-    let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
-    req.passphrase = p.to_vec();
-    check_request_size(&what, &req, "the policy was not applied")?;
-    let r = c.apply_policy(req).await;
-    match r {
+    let r = async {
+        check_request_size(&what, &req, "the policy was not applied")?;
+        let mut c = connect().await?;
+        let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
+        req.passphrase = p.to_vec();
+        check_request_size(&what, &req, "the policy was not applied")?;
+        Ok::<_, anyhow::Error>(c.apply_policy(req).await)
+    }
+    .await;
+    if !unreadable.is_empty() {
+        let mut all = unreadable;
+        // The daemon's own line for each of those ca_files says less.
+        if let Ok(Err(s)) = &r
+            && s.code() == tonic::Code::InvalidArgument
+        {
+            all.extend(
+                s.message()
+                    .lines()
+                    .filter(|l| !(l.contains("ca_file") && l.contains("could not be read")))
+                    .map(str::to_owned),
+            );
+        }
+        print_policy_errors(&all.join("\n"));
+        return Ok(1);
+    }
+    match r? {
         Ok(r) => {
             let r = r.into_inner();
             let verb = if dry_run {
@@ -1289,6 +1329,11 @@ async fn check_agent(name: &str) -> AgentCheck {
 }
 
 async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
+    // The name goes into a file name and the client's entry: refuse what
+    // `agent add` would refuse, before anything is written.
+    crate::policy::check_name("agent", &args.agent).map_err(|e| {
+        anyhow!("{e}: name an agent of `vaultctl agent list`, or one to create with `vaultctl agent add NAME`")
+    })?;
     // The snippet names the socket: locate it first, for the clearer error.
     socket()?;
     let dirs = Dirs::from_env(None)?;
@@ -1401,6 +1446,16 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn audit_tail_json_prints_an_object_for_every_line() {
+        let good = r#"{"seq":1,"kind":"admin"}"#;
+        assert_eq!(json_audit(good), good);
+        for damaged in ["not json", "[1,2]", "\"text\"", r#"{"seq":1"#] {
+            let v: serde_json::Value = serde_json::from_str(&json_audit(damaged)).unwrap();
+            assert_eq!(v, serde_json::json!({ "unreadable_record": damaged }));
+        }
     }
 
     #[test]

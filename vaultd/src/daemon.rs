@@ -805,16 +805,7 @@ impl Daemon {
 
     /// Issues a token for a new agent, or for one the policy declared without a token.
     pub async fn add_agent(&self, passphrase: SecretBuf, name: String) -> Result<String> {
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err(Error::Invalid(format!(
-                "agent name {name:?} must be 1-64 characters of A-Z a-z 0-9 - _ ."
-            )));
-        }
+        crate::policy::check_name("agent", &name).map_err(Error::Invalid)?;
         let token = new_token()?;
         let hash = hex(&token_hash(&token));
         let event = format!("agent add {name}");

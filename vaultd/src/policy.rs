@@ -359,7 +359,10 @@ fn explain_toml_error(text: &str, offset: Option<usize>, msg: &str) -> String {
     }
 }
 
-fn check_name(kind: &str, name: &str) -> Result<(), String> {
+/// Checks a service, capability or agent name (`kind`): 1-64 of
+/// `A-Z a-z 0-9 - _ .`, so that every name is safe in a file name, a log line
+/// and an MCP entry.
+pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
