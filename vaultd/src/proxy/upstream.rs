@@ -42,15 +42,21 @@ pub fn check_ip(ip: IpAddr) -> Option<&'static str> {
                 Some("private (unique local)")
             } else if (seg[0] & 0xffc0) == 0xfe80 {
                 Some("link-local")
+            } else if (seg[0] & 0xffc0) == 0xfec0 {
+                Some("site-local (deprecated private range)")
+            } else if seg[..6] == [0; 6] {
+                // ::a.b.c.d, IPv4-compatible (deprecated): never a public host.
+                Some("IPv4-compatible (deprecated)")
+            } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // Well-known NAT64 prefix (RFC 6052, /96): the embedded IPv4 decides.
+                check_v4(v4_at(seg[6], seg[7]))
             } else if seg[0] == 0x64 && seg[1] == 0xff9b {
-                // NAT64: the embedded IPv4 decides.
-                let v4 = Ipv4Addr::new(
-                    (seg[6] >> 8) as u8,
-                    seg[6] as u8,
-                    (seg[7] >> 8) as u8,
-                    seg[7] as u8,
-                );
-                check_v4(v4)
+                // Local-use NAT64 (64:ff9b:1::/48) and the rest of 64:ff9b::/32:
+                // the IPv4 may sit at any of RFC 6052's offsets.
+                Some("NAT64 (local use), which can reach private IPv4 addresses")
+            } else if seg[0] == 0x2002 {
+                // 6to4: the relay's IPv4 address decides.
+                check_v4(v4_at(seg[1], seg[2]))
             } else if seg[0] == 0x2001 && seg[1] == 0x0db8 {
                 Some("documentation")
             } else {
@@ -58,6 +64,13 @@ pub fn check_ip(ip: IpAddr) -> Option<&'static str> {
             }
         }
     }
+}
+
+/// The IPv4 address whose halves are the 16-bit groups `hi` and `lo`.
+fn v4_at(hi: u16, lo: u16) -> Ipv4Addr {
+    let [a, b] = hi.to_be_bytes();
+    let [c, d] = lo.to_be_bytes();
+    Ipv4Addr::new(a, b, c, d)
 }
 
 fn check_v4(ip: Ipv4Addr) -> Option<&'static str> {
@@ -280,13 +293,27 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:a9fe:a9:fe00::",
+            "::127.0.0.1",
+            "::8.8.8.8",
+            "fec0::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
         ] {
             assert!(
                 check_ip(bad.parse().unwrap()).is_some(),
                 "{bad} should be refused"
             );
         }
-        for good in ["140.82.112.5", "1.1.1.1", "2606:4700::1111"] {
+        for good in [
+            "140.82.112.5",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "64:ff9b::8c52:7005",
+            "2002:8c52:7005::1",
+        ] {
             assert!(
                 check_ip(good.parse().unwrap()).is_none(),
                 "{good} should be allowed"
