@@ -361,6 +361,11 @@ fn unlock_for_in_vaultd_toml_times_every_unlock_without_for() {
     out.assert_ok();
     let unlocked = Instant::now();
     assert_eq!(out.stdout.trim(), "unlocked; locks again by itself in 6s");
+    let shown = env.ctl(&["status"]).stdout;
+    assert!(
+        shown.contains("locks by itself in") && !shown.contains("--for"),
+        "status names no cause it cannot know: {shown}"
+    );
     let status = mcp.call("vault_status", json!({})).assert_ok();
     assert_eq!(
         (&status["state"], &status["agent"]),

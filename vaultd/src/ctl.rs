@@ -1158,7 +1158,7 @@ async fn status(json: bool) -> anyhow::Result<i32> {
             );
             if s.locks_in_secs > 0 {
                 outln!(
-                    "  locks by itself in {} (`vaultctl unlock --for`)",
+                    "  locks by itself in {}",
                     humantime::format_duration(Duration::from_secs(s.locks_in_secs))
                 );
             }
