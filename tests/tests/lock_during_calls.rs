@@ -21,6 +21,17 @@ fn policy(up: &Upstream, env: &VaultEnv) -> String {
     )
 }
 
+/// The lock records of the whole audit log (`audit tail --json`).
+fn lock_records(env: &VaultEnv) -> Vec<serde_json::Value> {
+    let tail = env.ctl(&["audit", "tail", "-n", "0", "--json"]);
+    tail.assert_ok();
+    tail.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "lock")
+        .collect()
+}
+
 /// One `Execute` straight over gRPC (another client than vault-mcp); returns the status message.
 fn grpc_execute(env: &VaultEnv, token: &str, path: &str, query: &[(&str, &str)]) -> String {
     env.with_grpc(async |mut c| {
@@ -314,14 +325,7 @@ fn unlock_for_locks_by_itself_when_the_time_is_up() {
 
     // The lock is audited with its cause, in an intact chain.
     env.unlock();
-    let tail = env.ctl(&["audit", "tail", "-n", "0", "--json"]);
-    tail.assert_ok();
-    let locks: Vec<serde_json::Value> = tail
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["event"] == "lock")
-        .collect();
+    let locks = lock_records(&env);
     let timed: Vec<_> = locks
         .iter()
         .filter(|r| r["reason"] == "`vaultctl unlock --for 3s` ran out")
@@ -387,19 +391,13 @@ fn unlock_for_in_vaultd_toml_times_every_unlock_without_for() {
     assert_eq!(status, json!({"state": "locked", "agent": null}));
 
     env.ctl_pass(&["unlock", "--for", "1h"]).assert_ok();
-    let tail = env.ctl(&["audit", "tail", "-n", "0", "--json"]);
-    tail.assert_ok();
-    let reasons: Vec<serde_json::Value> = tail
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["event"] == "lock")
+    let reasons: Vec<serde_json::Value> = lock_records(&env)
+        .into_iter()
         .map(|r| r["reason"].clone())
         .collect();
     assert_eq!(
         reasons,
-        [json!("vaultd.toml's `unlock_for = \"6s\"` ran out")],
-        "{tail}"
+        [json!("vaultd.toml's `unlock_for = \"6s\"` ran out")]
     );
     env.ctl(&["audit", "verify"]).assert_ok();
 }
