@@ -12,6 +12,9 @@
 //!   type errors, each on its line.
 //! - [`vaultd_refuses_a_bad_config`]: `log = "loud"`, `upstream_ports = [0]`
 //!   and a directory as `--config` stop vaultd at start with one clear line.
+//! - [`apply_warns_of_services_vaultd_cannot_reach`]: a base URL port outside
+//!   `upstream_ports` or a private literal address without
+//!   `allow_private_network` is applied, with a warning saying what to do.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -248,4 +251,52 @@ fn vaultd_refuses_a_bad_config() {
         stderr.contains(&missing.display().to_string()) && stderr.contains("--config"),
         "{stderr}"
     );
+}
+
+/// A policy whose services vaultd cannot reach as it runs now is valid (the
+/// user may be about to change `vaultd.toml`), but `policy apply` says so at
+/// once instead of leaving it to the first call: a port outside
+/// `upstream_ports`, and a private literal address without
+/// `allow_private_network`. A reachable service gets no warning.
+#[test]
+fn apply_warns_of_services_vaultd_cannot_reach() {
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    env.set_secret("t", CANARY.as_bytes());
+    let out = env.apply_policy(
+        r#"[[service]]
+name = "odd-port"
+base_url = "https://api.example.com:8443/v1"
+auth = { type = "bearer", secret = "t" }
+
+[[service]]
+name = "private"
+base_url = "https://10.0.0.5"
+auth = { type = "bearer", secret = "t" }
+
+[[service]]
+name = "fine"
+base_url = "https://api.example.com"
+auth = { type = "bearer", secret = "t" }
+"#,
+    );
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{out}");
+    assert!(
+        warnings[0].contains("\"odd-port\" uses port 8443")
+            && warnings[0].contains("upstream_ports = [443]")
+            && warnings[0].contains("restart vaultd"),
+        "{out}"
+    );
+    assert!(
+        warnings[1].contains("\"private\" points at 10.0.0.5")
+            && warnings[1].contains("allow_private_network = true"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("policy applied: 3 service(s)"), "{out}");
+    assert_no_canary(&env, CANARY);
 }

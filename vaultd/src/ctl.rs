@@ -1079,6 +1079,9 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
             for a in r.new_agents {
                 eprintln!("new agent {a}: give it a token with `vaultctl agent add {a}`");
             }
+            for w in r.warnings {
+                eprintln!("warning: {w}");
+            }
             Ok(0)
         }
         Err(s) if s.code() == tonic::Code::InvalidArgument => {

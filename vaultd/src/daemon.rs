@@ -754,7 +754,7 @@ impl Daemon {
         .await
     }
 
-    /// Validates and stores a policy; returns (services, capabilities, new agents).
+    /// Validates and stores a policy (only validates it in a `dry_run`).
     pub async fn apply_policy(
         &self,
         passphrase: SecretBuf,
@@ -762,8 +762,9 @@ impl Daemon {
         source: String,
         ca_files: HashMap<String, String>,
         dry_run: bool,
-    ) -> Result<(u32, u32, Vec<String>)> {
-        let apply = move |data: &mut VaultData| -> Result<(u32, u32, Vec<String>)> {
+    ) -> Result<Applied> {
+        let ports = self.config.upstream_ports.clone();
+        let apply = move |data: &mut VaultData| -> Result<Applied> {
             let ctx = policy::Context {
                 secrets: data.secrets.keys().map(String::as_str).collect(),
                 agents: data.agents.keys().map(String::as_str).collect(),
@@ -783,19 +784,21 @@ impl Daemon {
                     new_agents.push(a);
                 }
             }
-            let counts = (
-                parsed.policy.services.len() as u32,
-                parsed.policy.capabilities.len() as u32,
-            );
+            let applied = Applied {
+                services: parsed.policy.services.len() as u32,
+                capabilities: parsed.policy.capabilities.len() as u32,
+                new_agents,
+                warnings: unreachable_services(&parsed.policy.services, &ports),
+            };
             data.policy = parsed.policy;
-            Ok((counts.0, counts.1, new_agents))
+            Ok(applied)
         };
         if dry_run {
             let _admin = self.admin.lock().await;
             let mut opened = self.open_vault(passphrase).await?;
-            let counts = apply(&mut opened.data)?;
+            let applied = apply(&mut opened.data)?;
             self.runtime(&opened.data)?;
-            return Ok(counts);
+            return Ok(applied);
         }
         self.change(passphrase, "policy apply".into(), move |data, _, _| {
             apply(data)
@@ -874,6 +877,55 @@ impl Daemon {
         })
         .await
     }
+}
+
+/// What `policy apply` did (or, in a dry run, would do).
+#[derive(Debug)]
+pub struct Applied {
+    /// Services in the policy.
+    pub services: u32,
+    /// Capabilities in the policy.
+    pub capabilities: u32,
+    /// Agents the policy declares that did not exist yet (no token until `agent add`).
+    pub new_agents: Vec<String>,
+    /// Services every call to which would fail as vaultd runs now, each with
+    /// what to do: a port outside `upstream_ports`, or a literal address
+    /// refused without `allow_private_network`.
+    pub warnings: Vec<String>,
+}
+
+/// [`Applied::warnings`] for `services`, with vaultd's `upstream_ports`.
+fn unreachable_services(services: &[policy::Service], ports: &[u16]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for s in services {
+        let Ok(url) = url::Url::parse(&s.base_url) else {
+            continue;
+        };
+        if let Some(port) = url.port_or_known_default()
+            && !ports.contains(&port)
+        {
+            warnings.push(format!(
+                "service {:?} uses port {port}, which vaultd may not connect to (upstream_ports = {ports:?}): \
+                 add {port} to upstream_ports in vaultd.toml and restart vaultd, or every call to it fails",
+                s.name
+            ));
+        }
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
+            _ => continue,
+        };
+        if !s.allow_private_network
+            && let Some(why) = crate::proxy::upstream::check_ip(ip)
+        {
+            warnings.push(format!(
+                "service {:?} points at {ip}, a {why} address, which vaultd refuses unless the \
+                 service sets allow_private_network = true: every call to it fails",
+                s.name
+            ));
+        }
+    }
+    warnings
 }
 
 fn services_using(data: &VaultData, secret: &str) -> Vec<String> {

@@ -368,15 +368,16 @@ impl Vault for VaultService {
         } else {
             r.source_name
         };
-        let (services, capabilities, new_agents) = self
+        let applied = self
             .daemon
             .apply_policy(secret(r.passphrase)?, r.policy_toml, source, cas, r.dry_run)
             .await
             .map_err(status_of)?;
         Ok(Response::new(ApplyPolicyResponse {
-            services,
-            capabilities,
-            new_agents,
+            services: applied.services,
+            capabilities: applied.capabilities,
+            new_agents: applied.new_agents,
+            warnings: applied.warnings,
         }))
     }
 
