@@ -24,7 +24,7 @@ pub mod scrub;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -589,22 +589,36 @@ fn looks_compressed(body: &[u8]) -> bool {
         || matches!(body, [0x78, b, ..] if (0x7800u16 | u16::from(*b)).is_multiple_of(31))
 }
 
+/// Sets its flag when dropped: when the call that started a blocking body
+/// check is dropped (aborted by `lock` or `agent rm`, or past its deadline),
+/// the check stops at its next window, and the service's credential patterns
+/// it holds are released with it.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Makes a response body fit for the agent: refuses a compressed copy of a
 /// credential ([`refuse_compressed_credential`]) and scrubs the rest, with
 /// [`scrub::Scrubber::scrub_truncated`] when it was cut at `max_response_bytes`.
 /// Large or compressed bodies are handled off the runtime thread
-/// ([`SCRUB_INLINE_MAX`]); if the call is aborted meanwhile, that work ends
-/// on its own and its result is dropped.
+/// ([`SCRUB_INLINE_MAX`]); if the call is dropped meanwhile, the decompression
+/// stops within a window ([`StopOnDrop`]) and a scrub not yet begun is skipped.
 async fn finish_body(
     svc: &Arc<ServiceRuntime>,
     body: Vec<u8>,
     truncated: bool,
 ) -> Result<Vec<u8>, Refusal> {
     if body.len() <= SCRUB_INLINE_MAX && !looks_compressed(&body) {
-        return finish_body_now(svc, body, truncated);
+        return finish_body_now(svc, body, truncated, &AtomicBool::new(false));
     }
     let svc = Arc::clone(svc);
-    tokio::task::spawn_blocking(move || finish_body_now(&svc, body, truncated))
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+    tokio::task::spawn_blocking(move || finish_body_now(&svc, body, truncated, &stop))
         .await
         .unwrap_or_else(|_| {
             Err(Refusal::new(
@@ -618,8 +632,12 @@ fn finish_body_now(
     svc: &ServiceRuntime,
     mut body: Vec<u8>,
     truncated: bool,
+    stop: &AtomicBool,
 ) -> Result<Vec<u8>, Refusal> {
-    refuse_compressed_credential(svc, &body, truncated)?;
+    refuse_compressed_credential(svc, &body, truncated, stop)?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(abandoned());
+    }
     if truncated {
         // Also redacts a trailing piece that starts a credential form: the
         // agent could pad its request so the cut falls inside an echo.
@@ -641,10 +659,19 @@ fn finish_body_now(
 /// and could pad its request so that the cut falls inside an echoed
 /// credential). Raw deflate and other formats have no magic to go by
 /// (SECURITY.md).
+/// The result of a body check whose call is gone (nobody reads it).
+fn abandoned() -> Refusal {
+    Refusal::new(
+        codes::UPSTREAM_ERROR,
+        "the call ended while its response was being checked",
+    )
+}
+
 fn refuse_compressed_credential(
     svc: &ServiceRuntime,
     body: &[u8],
     truncated: bool,
+    stop: &AtomicBool,
 ) -> Result<(), Refusal> {
     use std::io::Read as _;
     if !looks_compressed(body) {
@@ -672,6 +699,9 @@ fn refuse_compressed_credential(
     let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 << 10]);
     let mut total = 0usize;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(abandoned());
+        }
         // A stream that is not valid (a text starting like a zlib header, a
         // cut body) is checked as far as it decompresses.
         let n = reader.read(&mut chunk).unwrap_or(0);
@@ -864,6 +894,89 @@ async fn call_upstream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CREDENTIAL: &[u8] = b"CANARY-unit-credential-5b1e";
+
+    /// A service with `max_response_bytes = max` whose credential is [`CREDENTIAL`].
+    fn service(max: u64) -> ServiceRuntime {
+        let service = crate::policy::Service {
+            name: "s".into(),
+            base_url: "https://api.example.com".into(),
+            auth: Auth::Bearer { secret: "t".into() },
+            timeout_ms: 1000,
+            max_response_bytes: max,
+            ca_file: None,
+            ca_pem: None,
+            allow_private_network: false,
+        };
+        ServiceRuntime {
+            pool: upstream::Pool::new(&service, Arc::new(rustls::RootCertStore::empty())).unwrap(),
+            scrubber: scrub::Scrubber::new(&[CREDENTIAL]).unwrap(),
+            credential: crate::secret::SecretBuf::copy_from(CREDENTIAL).unwrap(),
+            base: url::Url::parse(&service.base_url).unwrap(),
+            service,
+        }
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// An unlabelled gzip body: refused when it holds the credential, when
+    /// it inflates past 16 times `max_response_bytes` (at least 1 MiB), when
+    /// it was cut, and at once when its call is gone; passed otherwise.
+    #[test]
+    fn compressed_bodies_are_checked_within_bounds_and_stop_when_the_call_does() {
+        let svc = service(64 << 10);
+        let go = AtomicBool::new(false);
+        let why = |r: Result<(), Refusal>| r.err().map(|e| e.message);
+
+        let mut echo = b"{\"authorization\":\"Bearer ".to_vec();
+        echo.extend_from_slice(CREDENTIAL);
+        let refused = why(refuse_compressed_credential(&svc, &gzip(&echo), false, &go)).unwrap();
+        assert!(refused.contains("holds a credential"), "{refused}");
+
+        let harmless = gzip(b"hello, compressed world");
+        assert_eq!(
+            why(refuse_compressed_credential(&svc, &harmless, false, &go)),
+            None
+        );
+        let cut = harmless.len() - 8; // the gzip trailer: all the text is there
+        let cut = why(refuse_compressed_credential(
+            &svc,
+            &harmless[..cut],
+            true,
+            &go,
+        ))
+        .unwrap();
+        assert!(
+            cut.contains("a cut compressed body cannot be checked"),
+            "{cut}"
+        );
+
+        // 64 KiB allowed: 1 MiB of inflation (the floor), not 4.
+        let bomb = gzip(&vec![b'a'; 4 << 20]);
+        let big = why(refuse_compressed_credential(&svc, &bomb, false, &go)).unwrap();
+        assert!(big.contains("larger than 1 MiB once decompressed"), "{big}");
+        assert_eq!(
+            why(refuse_compressed_credential(
+                &service(1 << 20),
+                &bomb,
+                false,
+                &go
+            )),
+            None,
+            "16 MiB allowed for 1 MiB"
+        );
+
+        let gone = AtomicBool::new(true);
+        let stopped = why(refuse_compressed_credential(&svc, &bomb, false, &gone)).unwrap();
+        assert!(stopped.contains("the call ended"), "{stopped}");
+        assert!(!looks_compressed(b"plain text"));
+    }
 
     /// vault-mcp makes a call again only on `Unauthenticated`: a call that
     /// may have reached the upstream must never come back with it.
