@@ -611,32 +611,29 @@ pub fn check_headers(
     Ok(out)
 }
 
-/// Folds a query parameter name the way lenient server frameworks do (PHP turns
+/// A query parameter name as lenient server frameworks read it (PHP turns
 /// `api.key`, `api key` and `api[key` into `api_key`; `api_key[]` names the
-/// array `api_key`): ASCII-lowercased, leading whitespace trimmed, `.`, ` `
-/// and `[` mapped to `_`.
-fn fold_query_name(name: &str) -> String {
+/// array `api_key`): leading whitespace trimmed, then each character
+/// ASCII-lowercased, with `.`, ` ` and `[` read as `_`. Lazy, so that
+/// comparing costs no allocation (a form body may hold millions of names).
+fn fold_query_name(name: &str) -> impl Iterator<Item = char> + '_ {
     name.trim_start_matches([' ', '\t'])
         .chars()
         .map(|c| match c {
             '.' | ' ' | '[' => '_',
             _ => c.to_ascii_lowercase(),
         })
-        .collect()
 }
 
 /// Does a lenient server framework read the parameter `name` (query or form
 /// field) as the parameter `target`?
 fn names_param(name: &str, target: &str) -> bool {
-    if name == target || name.eq_ignore_ascii_case(target) {
-        return true;
-    }
-    let target = fold_query_name(target);
-    if fold_query_name(name) == target {
+    let folds_to_target = |n: &str| fold_query_name(n).eq(fold_query_name(target));
+    if name == target || name.eq_ignore_ascii_case(target) || folds_to_target(name) {
         return true;
     }
     match name.split_once('[') {
-        Some((base, _)) => fold_query_name(base) == target,
+        Some((base, _)) => folds_to_target(base),
         None => false,
     }
 }
@@ -716,55 +713,115 @@ pub fn check_body(headers: &[(String, String)], body: &[u8]) -> Result<(), BadRe
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let names: Vec<String> = match media.as_str() {
-        "application/x-www-form-urlencoded" => url::form_urlencoded::parse(body)
-            .map(|(name, _)| name.into_owned())
-            .collect(),
-        "multipart/form-data" => multipart_field_names(body),
-        _ => return Ok(()),
+    let found = match media.as_str() {
+        "application/x-www-form-urlencoded" => body
+            .split(|&b| b == b'&')
+            .map(urlencoded_name_head)
+            .find(|(head, len)| names_method_override(&head[..*len]))
+            .map(|(head, len)| String::from_utf8_lossy(&head[..len]).into_owned()),
+        "multipart/form-data" => multipart_field_names(body)
+            .find(|name| names_method_override(name))
+            .map(|name| String::from_utf8_lossy(name).into_owned()),
+        _ => None,
     };
-    match names.iter().find(|n| names_param(n, METHOD_OVERRIDE)) {
+    match found {
         Some(name) => Err(bad(format!(
             "form field {} would make the upstream run another method than the one the \
              policy checked; remove it and use `method`",
-            show(name)
+            show(&name)
         ))),
         None => Ok(()),
     }
 }
 
+/// [`names_param`]`(name, "_method")` for a form field, without allocating
+/// (a body of 10 MiB may hold millions of names): leading blanks dropped,
+/// then `_`, `.` or `[`, then `method` in any case, then the end or `[`.
+/// (It also takes `[method[...]`, which `names_param` does not: refusing
+/// more is the safe side.)
+fn names_method_override(name: &[u8]) -> bool {
+    let start = name
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    match &name[start..] {
+        [first, m @ ..] if m.len() >= 6 => {
+            matches!(first, b'_' | b'.' | b'[')
+                && m[..6].eq_ignore_ascii_case(b"method")
+                && m.get(6).is_none_or(|&b| b == b'[')
+        }
+        _ => false,
+    }
+}
+
+/// Bytes of a multipart field name (after leading blanks) that are looked
+/// at: `_method` and the byte after it tell every spelling of it apart, and
+/// the bound keeps a body full of `name=` to linear work.
+const MAX_FIELD_NAME: usize = 8;
+
+/// The start of a urlencoded field's name (up to its `=`), decoded as a
+/// form is (`+` a space, `%XX` a byte), leading blanks dropped, at most
+/// [`MAX_FIELD_NAME`] bytes: all [`names_method_override`] needs, without
+/// allocating (a 10 MiB form may hold millions of fields).
+fn urlencoded_name_head(field: &[u8]) -> ([u8; MAX_FIELD_NAME], usize) {
+    let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+    let mut head = [0u8; MAX_FIELD_NAME];
+    let (mut len, mut i) = (0, 0);
+    while len < MAX_FIELD_NAME && i < field.len() && field[i] != b'=' {
+        let (b, step) = match field[i] {
+            b'+' => (b' ', 1),
+            b'%' => match (hex(field.get(i + 1)), hex(field.get(i + 2))) {
+                (Some(hi), Some(lo)) => ((hi * 16 + lo) as u8, 3),
+                _ => (b'%', 1),
+            },
+            b => (b, 1),
+        };
+        i += step;
+        if len == 0 && (b == b' ' || b == b'\t') {
+            continue;
+        }
+        head[len] = b;
+        len += 1;
+    }
+    (head, len)
+}
+
 /// Every `name=` parameter in a multipart body (of each part's
 /// `Content-Disposition`, but looked for everywhere, so that no boundary
-/// trick hides one): quoted or bare, up to its end.
-fn multipart_field_names(body: &[u8]) -> Vec<String> {
+/// trick hides one): quoted or bare, up to its end, leading blanks kept (as
+/// [`names_method_override`] reads them), then at most [`MAX_FIELD_NAME`] bytes.
+fn multipart_field_names(body: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     const KEY: &[u8] = b"name=";
-    let mut names = Vec::new();
     let mut at = 0;
-    while let Some(found) = body[at..]
-        .windows(KEY.len())
-        .position(|w| w.eq_ignore_ascii_case(KEY))
-    {
+    std::iter::from_fn(move || {
+        let found = body[at..]
+            .windows(KEY.len())
+            .position(|w| w.eq_ignore_ascii_case(KEY))?;
         let start = at + found + KEY.len();
-        let rest = &body[start..];
-        let value = match rest.strip_prefix(b"\"") {
-            Some(quoted) => {
-                &quoted[..quoted
-                    .iter()
-                    .position(|&b| b == b'"')
-                    .unwrap_or(quoted.len())]
-            }
-            None => {
-                let end = rest
-                    .iter()
-                    .position(|&b| matches!(b, b';' | b'\r' | b'\n' | b' ' | b'\t'))
-                    .unwrap_or(rest.len());
-                &rest[..end]
-            }
-        };
-        names.push(String::from_utf8_lossy(value).into_owned());
         at = start;
-    }
-    names
+        let rest = &body[start..];
+        let (rest, quoted) = match rest.strip_prefix(b"\"") {
+            Some(inner) => (inner, true),
+            None => (rest, false),
+        };
+        let blanks = rest
+            .iter()
+            .take_while(|&&b| b == b' ' || b == b'\t')
+            .count();
+        let end = blanks
+            + rest[blanks..]
+                .iter()
+                .take(MAX_FIELD_NAME)
+                .position(|&b| {
+                    if quoted {
+                        b == b'"'
+                    } else {
+                        matches!(b, b';' | b'\r' | b'\n' | b' ' | b'\t')
+                    }
+                })
+                .unwrap_or((rest.len() - blanks).min(MAX_FIELD_NAME));
+        Some(&rest[..end])
+    })
 }
 
 /// One segment of a rule's path pattern.
@@ -873,7 +930,7 @@ impl Rule {
 
     /// [`Rule::matches`] for a deny rule, which matches every spelling of a
     /// path that some server reads as the same one: each segment as
-    /// [`lenient`] reads it (`/Secret`, `/secret.`, `/secret;x`, `/s%65cret`
+    /// [`lenient`] reads it (`/Secret`, `/secret.`, `/secret;x`, `/secret%20`
     /// are all `/secret`), and with the trailing `/` removed or added (most
     /// servers route `/x/` and `/x` alike). Deny fails closed; allow rules
     /// match exactly.
@@ -1574,6 +1631,34 @@ mod tests {
     }
 
     #[test]
+    fn form_field_check_agrees_with_the_query_check() {
+        for name in [
+            "_method",
+            "_METHOD",
+            ".method",
+            " _method",
+            "\t.Method",
+            "[method",
+            "_method[]",
+            "_method[x]",
+            "method",
+            "_methods",
+            "_metho",
+            "x_method",
+            "_method2",
+            "",
+            "_",
+            " ",
+        ] {
+            assert_eq!(
+                names_method_override(name.as_bytes()),
+                names_param(name, METHOD_OVERRIDE),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
     fn method_override_refused_in_a_form_body() {
         let form = |ct: &str| vec![("content-type".to_owned(), ct.to_owned())];
         let urlencoded = form("application/x-www-form-urlencoded; charset=utf-8");
@@ -1601,6 +1686,32 @@ mod tests {
         let fine =
             "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n_method\r\n--XyZ--";
         assert!(check_body(&multipart, fine.as_bytes()).is_ok());
+
+        // A body full of `name=` costs linear work, and a spelling padded
+        // with blanks is still found.
+        let flood = "name=".repeat(2 << 20);
+        let started = std::time::Instant::now();
+        assert!(check_body(&multipart, flood.as_bytes()).is_ok());
+        println!("a 10 MiB body of name= checked in {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let flood = "a&".repeat(5 << 20);
+        let started = std::time::Instant::now();
+        assert!(check_body(&urlencoded, flood.as_bytes()).is_ok());
+        println!(
+            "a 10 MiB form of 5M fields checked in {:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let padded = "--XyZ\r\nContent-Disposition: form-data; name=\"  _method\"\r\n\r\nPUT";
+        assert!(check_body(&multipart, padded.as_bytes()).is_err());
 
         // Not a form: the API's own business.
         assert!(check_body(&form("application/json"), b"{\"_method\":\"DELETE\"}").is_ok());
