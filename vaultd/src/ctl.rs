@@ -962,12 +962,13 @@ impl TokenFile {
 }
 
 /// A line of the log for `audit tail --json`, which prints one JSON object
-/// per line: the record as written, or, for a line that is not a JSON object
-/// (a damaged log), `{"unreadable_record": LINE}`.
+/// per line: the record as written, or, for a line that is not one (a
+/// damaged log; the same lines [`human_audit`] calls unreadable),
+/// `{"unreadable_record": LINE}`.
 fn json_audit(line: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(serde_json::Value::Object(_)) => line.to_owned(),
-        _ => serde_json::json!({ "unreadable_record": line }).to_string(),
+    match crate::audit::parse_line(line) {
+        Some(_) => line.to_owned(),
+        None => serde_json::json!({ "unreadable_record": line }).to_string(),
     }
 }
 
@@ -1453,9 +1454,18 @@ mod tests {
 
     #[test]
     fn audit_tail_json_prints_an_object_for_every_line() {
-        let good = r#"{"seq":1,"kind":"admin"}"#;
-        assert_eq!(json_audit(good), good);
-        for damaged in ["not json", "[1,2]", "\"text\"", r#"{"seq":1"#] {
+        let good = format!(
+            r#"{{"seq":1,"time":"2026-11-28T00:00:00.000Z","kind":"admin","mac":"{}"}}"#,
+            "ab".repeat(32)
+        );
+        assert_eq!(json_audit(&good), good);
+        for damaged in [
+            "not json",
+            "[1,2]",
+            "\"text\"",
+            r#"{"seq":1"#,
+            r#"{"seq":1,"kind":"admin"}"#,
+        ] {
             let v: serde_json::Value = serde_json::from_str(&json_audit(damaged)).unwrap();
             assert_eq!(v, serde_json::json!({ "unreadable_record": damaged }));
         }

@@ -910,13 +910,8 @@ fn unreachable_services(services: &[policy::Service], ports: &[u16]) -> Vec<Stri
                 s.name
             ));
         }
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
-            Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
-            _ => continue,
-        };
         if !s.allow_private_network
-            && let Some(why) = crate::proxy::upstream::check_ip(ip)
+            && let Some((ip, why)) = crate::proxy::upstream::refused_literal_host(&url)
         {
             warnings.push(format!(
                 "service {:?} points at {ip}, a {why} address, which vaultd refuses unless the \

@@ -508,14 +508,9 @@ fn check_literal_host(svc: &ServiceRuntime) -> Result<(), Refusal> {
     if svc.service.allow_private_network {
         return Ok(());
     }
-    let ip = match svc.base.host() {
-        Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
-        Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
-        _ => return Ok(()),
-    };
-    match upstream::check_ip(ip) {
+    match upstream::refused_literal_host(&svc.base) {
         None => Ok(()),
-        Some(why) => Err(Refusal::new(
+        Some((_, why)) => Err(Refusal::new(
             codes::UPSTREAM_ERROR,
             format!(
                 "service {:?} points at an address that is {why}, which is refused unless the policy sets allow_private_network = true",
@@ -648,6 +643,14 @@ fn finish_body_now(
     Ok(body)
 }
 
+/// The result of a body check whose call is gone (nobody reads it).
+fn abandoned() -> Refusal {
+    Refusal::new(
+        codes::UPSTREAM_ERROR,
+        "the call ended while its response was being checked",
+    )
+}
+
 /// A body the upstream did not label as compressed (declared encodings are
 /// decoded by the client) but that is a gzip or zlib stream by its magic
 /// bytes (`Content-Type: application/gzip`, or gzip sent as `identity`):
@@ -659,14 +662,6 @@ fn finish_body_now(
 /// and could pad its request so that the cut falls inside an echoed
 /// credential). Raw deflate and other formats have no magic to go by
 /// (SECURITY.md).
-/// The result of a body check whose call is gone (nobody reads it).
-fn abandoned() -> Refusal {
-    Refusal::new(
-        codes::UPSTREAM_ERROR,
-        "the call ended while its response was being checked",
-    )
-}
-
 fn refuse_compressed_credential(
     svc: &ServiceRuntime,
     body: &[u8],

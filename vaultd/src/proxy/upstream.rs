@@ -73,6 +73,17 @@ fn v4_at(hi: u16, lo: u16) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
 }
 
+/// When `url`'s host is an IP literal that [`check_ip`] refuses: the
+/// address and why.
+pub fn refused_literal_host(url: &url::Url) -> Option<(IpAddr, &'static str)> {
+    let ip = match url.host()? {
+        url::Host::Ipv4(v4) => IpAddr::V4(v4),
+        url::Host::Ipv6(v6) => IpAddr::V6(v6),
+        url::Host::Domain(_) => return None,
+    };
+    check_ip(ip).map(|why| (ip, why))
+}
+
 fn check_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let o = ip.octets();
     if ip.is_loopback() {
