@@ -12,6 +12,10 @@
 //!   type errors, each on its line.
 //! - [`vaultd_refuses_a_bad_config`]: `log = "loud"`, `upstream_ports = [0]`
 //!   and a directory as `--config` stop vaultd at start with one clear line.
+//! - [`a_credential_that_cannot_go_in_a_header_is_refused`]: a secret with a
+//!   line break is refused as a bearer or header credential, by `policy
+//!   apply` and by `secret set` of a secret such a service uses, and accepted
+//!   for basic auth (which base64-encodes it); refused changes change nothing.
 //! - [`apply_warns_of_services_vaultd_cannot_reach`]: a base URL port outside
 //!   `upstream_ports` or a private literal address without
 //!   `allow_private_network` is applied, with a warning saying what to do.
@@ -169,6 +173,77 @@ auth = { type = "header", name = "Transfer-Encoding", secret = "t" }
          auth = { type = \"header\", name = \"Authorization\", secret = \"t\", prefix = \"Token \" }\n",
     );
     assert_ne!(read(&env.vault_path()), before);
+    assert_no_canary(&env, CANARY);
+}
+
+#[test]
+fn a_credential_that_cannot_go_in_a_header_is_refused() {
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    // A value pasted with a line break inside (or two trailing newlines, of
+    // which `secret set` drops one) is stored: no service uses it yet.
+    env.set_secret("t", format!("{CANARY}\r\nX-Injected: 1").as_bytes());
+    env.set_secret("h", CANARY.as_bytes());
+    let before = read(&env.vault_path());
+
+    let out = env.try_apply_policy(
+        "[[service]]\nname = \"s\"\nbase_url = \"https://h.example/\"\n\
+         auth = { type = \"bearer\", secret = \"t\" }\n\n\
+         [[service]]\nname = \"u\"\nbase_url = \"https://h.example/\"\n\
+         auth = { type = \"header\", name = \"X-Key\", secret = \"t\" }\n",
+    );
+    for line in [":4: ", ":9: "] {
+        refused_with(
+            &out,
+            &[
+                line,
+                "secret \"t\" holds a line break or another control character, which cannot go in an HTTP header",
+                "`vaultctl secret set t`",
+            ],
+        );
+    }
+    assert_eq!(
+        read(&env.vault_path()),
+        before,
+        "a refused policy changed the vault"
+    );
+
+    // Basic auth sends base64(username:secret): any byte can go there.
+    env.apply_policy(
+        "[[service]]\nname = \"s\"\nbase_url = \"https://h.example/\"\n\
+         auth = { type = \"basic\", username = \"me\", secret = \"t\" }\n\n\
+         [[service]]\nname = \"u\"\nbase_url = \"https://h.example/\"\n\
+         auth = { type = \"header\", name = \"X-Key\", secret = \"h\" }\n",
+    );
+
+    // A secret a header service uses cannot be set to such a value either.
+    let before = read(&env.vault_path());
+    let out = env.ctl_with(
+        &["secret", "set", "h", "--from-fd", "4"],
+        Some(vaultd_tests::PASSPHRASE),
+        None,
+        &[(4, format!("{CANARY}\n\n").as_bytes())],
+    );
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("service u uses this secret")
+            && out.stderr.contains("holds a line break")
+            && out.stderr.contains("nothing was stored"),
+        "{out}"
+    );
+    assert_eq!(
+        read(&env.vault_path()),
+        before,
+        "a refused secret set changed the vault"
+    );
+    // ... and one with a single trailing newline is stored without it.
+    env.ctl_with(
+        &["secret", "set", "h", "--from-fd", "4"],
+        Some(vaultd_tests::PASSPHRASE),
+        None,
+        &[(4, format!("{CANARY}\n").as_bytes())],
+    )
+    .assert_ok();
     assert_no_canary(&env, CANARY);
 }
 

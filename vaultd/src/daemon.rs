@@ -721,13 +721,19 @@ impl Daemon {
         }
         let event = format!("secret set {name}");
         self.change(passphrase, event, move |data, _, _| {
-            if let Some(lens) = services_using(data, &name).first()
-                && value.len() < policy::MIN_CREDENTIAL_LEN
+            let shape = policy::SecretShape::of(value.expose());
+            for service in data
+                .policy
+                .services
+                .iter()
+                .filter(|s| s.auth.secret() == name)
             {
-                return Err(Error::Invalid(format!(
-                    "service {lens} uses secret {name:?}, and a credential shorter than {} bytes cannot be redacted safely",
-                    policy::MIN_CREDENTIAL_LEN
-                )));
+                if let Some(problem) = shape.problem(&name, &service.auth) {
+                    return Err(Error::Invalid(format!(
+                        "service {} uses this secret, and {problem}; nothing was stored",
+                        service.name
+                    )));
+                }
             }
             Ok(data.secrets.insert(name, value).is_some())
         })
@@ -769,10 +775,10 @@ impl Daemon {
                 secrets: data.secrets.keys().map(String::as_str).collect(),
                 agents: data.agents.keys().map(String::as_str).collect(),
                 ca_files: &ca_files,
-                secret_lens: data
+                secret_shapes: data
                     .secrets
                     .iter()
-                    .map(|(k, v)| (k.as_str(), v.len()))
+                    .map(|(k, v)| (k.as_str(), policy::SecretShape::of(v.expose())))
                     .collect(),
             };
             let parsed = policy::parse(&text, &ctx)

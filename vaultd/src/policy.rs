@@ -71,6 +71,45 @@ impl Auth {
     }
 }
 
+/// What validation needs to know of a secret's value, without the value:
+/// its length and whether it can stand in an HTTP header as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretShape {
+    /// Bytes in the value.
+    pub len: usize,
+    /// Whether the value holds a control character (CR, LF, NUL, ... but not
+    /// tab) that no HTTP header value may carry.
+    pub has_control: bool,
+}
+
+impl SecretShape {
+    /// The shape of `value`.
+    pub fn of(value: &[u8]) -> Self {
+        SecretShape {
+            len: value.len(),
+            has_control: value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f),
+        }
+    }
+
+    /// Why a secret of this shape, called `name`, cannot be the credential
+    /// of `auth`; `None` when it can. Bearer and header credentials go into a
+    /// header value as they are; basic and query ones are encoded first.
+    pub fn problem(&self, name: &str, auth: &Auth) -> Option<String> {
+        if self.len < MIN_CREDENTIAL_LEN {
+            return Some(format!(
+                "secret {name:?} is shorter than {MIN_CREDENTIAL_LEN} bytes: too short to redact from responses safely"
+            ));
+        }
+        let in_header = matches!(auth, Auth::Bearer { .. } | Auth::Header { .. });
+        (in_header && self.has_control).then(|| {
+            format!(
+                "secret {name:?} holds a line break or another control character, which cannot go in an HTTP header: \
+                 set it again without it (`vaultctl secret set {name}` reads the value from the terminal or stdin and drops one trailing newline)"
+            )
+        })
+    }
+}
+
 /// A configured upstream API.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Service {
@@ -244,8 +283,9 @@ pub struct Context<'a> {
     pub agents: BTreeSet<&'a str>,
     /// PEM text of each `ca_file`, keyed by the path as written.
     pub ca_files: &'a HashMap<String, String>,
-    /// Lengths of secret values (to refuse credentials too short to scrub).
-    pub secret_lens: BTreeMap<&'a str, usize>,
+    /// The shape of each secret's value (to refuse credentials too short to
+    /// scrub, or that cannot go in a header).
+    pub secret_shapes: BTreeMap<&'a str, SecretShape>,
 }
 
 /// A valid policy.
@@ -657,17 +697,12 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
                             "unknown secret {secret:?}: add it first with `vaultctl secret set {secret}`"
                         ),
                     );
-                } else if ctx
-                    .secret_lens
+                } else if let Some(problem) = ctx
+                    .secret_shapes
                     .get(secret)
-                    .is_some_and(|l| *l < MIN_CREDENTIAL_LEN)
+                    .and_then(|shape| shape.problem(secret, &auth))
                 {
-                    err(
-                        auth_at,
-                        format!(
-                            "secret {secret:?} is shorter than {MIN_CREDENTIAL_LEN} bytes: too short to redact from responses safely"
-                        ),
-                    );
+                    err(auth_at, problem);
                 }
                 match &auth {
                     Auth::Header { name, prefix, .. } => {
@@ -992,7 +1027,9 @@ rate_limit = "60/min"
             secrets: ["github-token"].into_iter().collect(),
             agents: BTreeSet::new(),
             ca_files: cas,
-            secret_lens: [("github-token", 40)].into_iter().collect(),
+            secret_shapes: [("github-token", SecretShape::of(&[b'x'; 40]))]
+                .into_iter()
+                .collect(),
         }
     }
 
