@@ -352,6 +352,11 @@ fn audit_unavailable_when_the_log_is_removed_or_replaced() {
         std::fs::read(&moved).unwrap(),
         "nothing was appended to the stand-in"
     );
+    // The stand-in holds a valid chain, but `audit verify` does not call it
+    // the log while calls are refused for it.
+    let out = env.ctl(&["audit", "verify"]);
+    out.assert_fail();
+    assert!(out.stderr.contains("removed or replaced"), "{out}");
 
     // The real log back in place: calls and changes go through and the
     // chain is intact.

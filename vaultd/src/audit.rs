@@ -126,7 +126,7 @@ pub struct AuditLog {
 impl Drop for AuditLog {
     fn drop(&mut self) {
         if let Some(slot) = &self.head_slot {
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.seq, self.head));
+            slot.lock().unwrap_or_else(|p| p.into_inner()).head = Some((self.seq, self.head));
         }
     }
 }
@@ -136,8 +136,18 @@ impl Drop for AuditLog {
 /// off the end while it was locked are found after `unlock`.
 pub type ChainHead = (u64, [u8; 32]);
 
+/// What the daemon keeps of the chain while no writer is open (locked):
+/// where the last writer left it, and the first gap any writer found since
+/// vaultd started. The gap is kept here, not in a writer, so that a lock and
+/// unlock (which any caller can cause) does not wash it out.
+#[derive(Debug, Default)]
+pub struct ChainMemory {
+    head: Option<ChainHead>,
+    gap: Option<String>,
+}
+
 /// Where a dropped writer leaves its [`ChainHead`] for the next one.
-pub type HeadSlot = std::sync::Arc<std::sync::Mutex<Option<ChainHead>>>;
+pub type HeadSlot = std::sync::Arc<std::sync::Mutex<ChainMemory>>;
 
 /// Derives the audit MAC key from the vault's data key.
 pub fn derive_key(data_key: &SecretBuf) -> Result<SecretBuf> {
@@ -302,19 +312,7 @@ impl AuditLog {
             .as_mut()
             .ok_or_else(|| "the audit log is not open".to_string())?;
         if check_identity {
-            // Removed or replaced? Compare the open file with what the path names now.
-            let fmeta = file
-                .metadata()
-                .map_err(|e| format!("cannot inspect audit log: {e}"))?;
-            let pmeta = std::fs::metadata(&self.path);
-            let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == self.ino);
-            if fmeta.nlink() == 0 || !same {
-                return Err(format!(
-                    "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file)",
-                    self.path.display()
-                ));
-            }
-            self.len = fmeta.len();
+            self.len = identity(file, &self.path, self.ino)?;
         }
         rec.seq = self.seq + 1;
         rec.time = now();
@@ -358,22 +356,27 @@ impl AuditLog {
 
     /// Links this writer to `slot`, right after [`AuditLog::open`]: checks
     /// that the log ends exactly where the previous writer (dropped at the
-    /// last `lock`) left it, and leaves this writer's head there when it is
-    /// dropped in turn. Nothing is written while locked, so a difference
-    /// means records were removed from the end or the file was replaced;
-    /// `verify` reports it from then on.
+    /// last `lock`, or opened for a change made while locked) left it, and
+    /// leaves this writer's head there when it is dropped in turn. Nothing
+    /// else is written while locked, so a difference means records were
+    /// removed from the end or the file was replaced; `verify` reports it
+    /// from then on, through later locks, until vaultd restarts.
     pub fn chain_from(&mut self, slot: &HeadSlot) {
-        let expected = *slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(expected) = expected {
+        let mut memory = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(expected) = memory.head {
             self.expect_head(expected);
         }
+        if memory.gap.is_none() {
+            memory.gap.clone_from(&self.gap);
+        }
+        self.gap.clone_from(&memory.gap);
         self.head_slot = Some(slot.clone());
     }
 
     fn expect_head(&mut self, expected: ChainHead) {
         if self.head() != expected {
             self.gap = Some(format!(
-                "the log ended at record {} when the vault was last locked, but at unlock it ended at record {}: records were removed from its end or the file was replaced since",
+                "the log ended at record {} when the vault was last locked, but when vaultd opened it again it ended at record {}: records were removed from its end or the file was replaced since (reported until vaultd restarts)",
                 expected.0, self.seq
             ));
         }
@@ -400,6 +403,14 @@ impl AuditLog {
         if v.problem.is_none() {
             v.problem.clone_from(&self.gap);
         }
+        // A replaced file may hold a valid chain and still not be the log
+        // this writer appends to (and calls are refused meanwhile): say so.
+        if v.problem.is_none()
+            && let Some(file) = &self.file
+            && let Err(e) = identity(file, &self.path, self.ino)
+        {
+            v.problem = Some(e);
+        }
         if v.problem.is_none() && (v.last_seq, v.last_mac) != (self.seq, self.head) {
             v.problem = Some(format!(
                 "the log ends at record {} but vaultd wrote up to record {}: records were removed from the end or the file was replaced",
@@ -408,6 +419,24 @@ impl AuditLog {
         }
         v
     }
+}
+
+/// Checks that `path` still names the open `file` (device and inode `ino`)
+/// and that the file is still linked; returns its length. Removed or
+/// replaced is an error that says what to do.
+fn identity(file: &File, path: &Path, ino: (u64, u64)) -> std::result::Result<u64, String> {
+    let fmeta = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect audit log: {e}"))?;
+    let pmeta = std::fs::metadata(path);
+    let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == ino);
+    if fmeta.nlink() == 0 || !same {
+        return Err(format!(
+            "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file)",
+            path.display()
+        ));
+    }
+    Ok(fmeta.len())
 }
 
 fn truncate_utf8(s: &mut String, max: usize) {
@@ -604,7 +633,7 @@ mod tests {
             .unwrap();
         }
         drop(log); // locked: the writer is gone, its head kept
-        assert_eq!(slot.lock().unwrap().map(|h| h.0), Some(4));
+        assert_eq!(slot.lock().unwrap().head.map(|h| h.0), Some(4));
         let good = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = good.lines().collect();
         std::fs::write(&path, [lines[0], lines[1]].join("\n") + "\n").unwrap();
@@ -622,6 +651,12 @@ mod tests {
         })
         .unwrap();
         assert!(log.verify().problem.is_some());
+        // ... and after another lock and unlock, although the log now ends
+        // where the last writer left it.
+        drop(log);
+        let mut log = AuditLog::open(&path, &key).unwrap();
+        log.chain_from(&slot);
+        assert!(log.verify().problem.is_some_and(|p| p.contains("record 4")));
         // An untouched log reopens cleanly.
         let slot = HeadSlot::default();
         std::fs::write(&path, &good).unwrap();
