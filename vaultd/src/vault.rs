@@ -452,8 +452,23 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 /// Writes `bytes` to a fresh temporary file beside `path`, fsyncs it, and
 /// either renames it over `path` (`replace`) or links it into place only if
 /// `path` does not exist (`init`). Then fsyncs the directory. On any failure
-/// the temporary file is removed and `path` is exactly as before.
+/// before the new file is in place, the temporary file is removed and `path`
+/// is exactly as before. Once it is in place the write has happened: a
+/// failed directory fsync after that is logged, not returned, since the
+/// caller must not go on as if the old file were still there (a daemon
+/// would keep serving a revoked agent).
 pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
+    write_atomic_with(path, bytes, replace, |dir| {
+        File::open(dir).and_then(|d| d.sync_all())
+    })
+}
+
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    replace: bool,
+    sync_dir: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::Config(format!("{} has no parent directory", path.display())))?;
@@ -492,9 +507,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
             placed = true;
             let _ = fs::remove_file(&tmp);
         }
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io("flush vault directory", dir, e))
+        if let Err(e) = sync_dir(dir) {
+            tracing::warn!(
+                "{} was written, but flushing its directory failed ({e}): the change is made, and may be lost if the machine loses power before the filesystem writes it back",
+                path.display()
+            );
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -655,5 +674,22 @@ mod tests {
             1,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn a_failed_directory_flush_after_the_rename_is_not_a_failed_write() {
+        // The new file is in place: reporting failure would leave a daemon
+        // serving the old state (a removed agent still served) while the
+        // file holds the new one, and a retry would fail ("no such agent").
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vault.bin");
+        write_atomic(&p, b"one", false).unwrap();
+        let eio = |_: &Path| Err(std::io::Error::from_raw_os_error(libc::EIO));
+        write_atomic_with(&p, b"two", true, eio).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // Before the rename, a failure still leaves the old file alone.
+        let missing = dir.path().join("gone").join("vault.bin");
+        assert!(write_atomic_with(&missing, b"x", true, eio).is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"two");
     }
 }
