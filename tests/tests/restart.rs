@@ -175,3 +175,69 @@ fn sigterm_locks_and_exits_while_an_audit_follower_is_attached() {
     assert!(!out.stdout.contains(CANARY), "{out}");
     assert_no_canary(&env, CANARY);
 }
+
+/// vaultd's resident memory high-water mark, from `/proc/PID/status`.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"))
+}
+
+/// An unlock whose caller goes away leaves its key derivation running
+/// (argon2 cannot be stopped). Such derivations wait their turn, one at a
+/// time: six abandoned unlocks of a 64 MiB vault used to run side by side
+/// (and any same-user process can start them, with any passphrase). And
+/// SIGTERM does not wait for one to end.
+#[test]
+fn abandoned_unlocks_neither_pile_up_nor_hold_up_sigterm() {
+    const KDF_MIB: u64 = 64;
+    let env = VaultEnv::new();
+    env.ctl_pass(&[
+        "init",
+        "--kdf-memory-mib",
+        &KDF_MIB.to_string(),
+        "--kdf-iterations",
+        "2",
+    ])
+    .assert_ok();
+    let mut d = env.start_daemon();
+    let before = vm_hwm_kib(d.pid());
+    let abandon = || {
+        let unlock = env
+            .ctl_cmd(&["unlock"])
+            .passphrase("not the passphrase")
+            .spawn();
+        std::thread::sleep(Duration::from_millis(40));
+        unlock.kill();
+    };
+    for _ in 0..6 {
+        abandon();
+    }
+    // A real unlock waits for its turn behind the one derivation running.
+    env.ctl_cmd(&["unlock"])
+        .passphrase(vaultd_tests::PASSPHRASE)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .assert_ok();
+    let grew_mib = vm_hwm_kib(d.pid()).saturating_sub(before) / 1024;
+    println!("VmHWM grew by {grew_mib} MiB over 7 unlocks of a {KDF_MIB} MiB vault");
+    assert!(
+        grew_mib < 3 * KDF_MIB,
+        "key derivations ran side by side: VmHWM grew by {grew_mib} MiB"
+    );
+
+    env.lock();
+    abandon();
+    let started = Instant::now();
+    let status = d.sigterm_and_wait();
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}:\n{}", d.stderr());
+    assert!(
+        took < Duration::from_secs(3),
+        "vaultd took {took:?} to exit after SIGTERM with a derivation running:\n{}",
+        d.stderr()
+    );
+}

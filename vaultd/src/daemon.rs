@@ -182,6 +182,11 @@ pub struct Daemon {
     state: RwLock<State>,
     /// Serializes unlock, lock and vault changes.
     admin: tokio::sync::Mutex<()>,
+    /// One passphrase check (a key derivation, up to the vault's KDF memory)
+    /// at a time. Its turn goes into the blocking task, because argon2 cannot
+    /// be stopped: an unlock whose caller went away holds the turn until its
+    /// derivation ends, so abandoned unlocks cannot pile up in memory.
+    kdf_turn: Arc<tokio::sync::Semaphore>,
     failures: Mutex<u32>,
     highest_generation: AtomicU64,
     system_roots: Arc<rustls::RootCertStore>,
@@ -256,6 +261,7 @@ impl Daemon {
             config,
             state: RwLock::new(State::Locked),
             admin: tokio::sync::Mutex::new(()),
+            kdf_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             failures: Mutex::new(0),
             highest_generation: AtomicU64::new(0),
             system_roots: Arc::new(system_roots),
@@ -326,7 +332,14 @@ impl Daemon {
     async fn open_vault(&self, passphrase: SecretBuf) -> Result<vault::Opened> {
         let delay = failure_delay(*self.failures.lock().unwrap_or_else(|p| p.into_inner()));
         let path = self.dirs.vault_file.clone();
+        let turn = self
+            .kdf_turn
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Crypto("key derivation queue closed"))?;
         let result = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let file = vault::read(&path)?;
             vault::open(&path, &file, passphrase.expose())
         })

@@ -151,7 +151,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .thread_name("vaultd")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener).context("cannot register the socket")?;
         let mut allowed = config.allowed_uids.clone();
         allowed.push(vaultd::sys::getuid());
@@ -216,8 +216,12 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         drop(lock_file);
         drop(vault_lock);
         Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(())
+    });
+    // Locked and the socket gone: do not wait for a key derivation still
+    // running for an unlock whose caller went away (argon2 cannot be
+    // stopped, and a large KDF takes many seconds).
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    served
 }
 
 /// Opens `guarded`'s lock file (`NAME.lock` beside it) and takes an
