@@ -275,3 +275,77 @@ allow = ["GET /echo/**"]
     }
     assert_no_canary(&env, CANARY);
 }
+
+/// The client starts vault-mcp from a directory of its own: a relative (or
+/// quoted `~/`) `--token-file` goes into the snippet as an absolute path, and
+/// a directory is refused. A dotted agent name gets a server name Codex
+/// accepts (A-Z a-z 0-9 _ -).
+#[test]
+fn mcp_config_paths_and_names_work_for_the_client() {
+    let env = VaultEnv::new();
+    // vaultctl runs in env.root(): the relative path is resolved there.
+    let out = env.ctl(&[
+        "mcp-config",
+        "--agent",
+        "dev",
+        "--client",
+        "cursor",
+        "--token-file",
+        "tokens/dev.token",
+    ]);
+    out.assert_ok();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    let want = env.root().join("tokens/dev.token");
+    assert_eq!(
+        v["mcpServers"]["vault-dev"]["args"],
+        json!(["--token-file", want.to_string_lossy()]),
+        "{out}"
+    );
+    assert!(out.stderr.contains(&*want.to_string_lossy()), "{out}");
+
+    let home = env.root().join("home");
+    let out = env
+        .ctl_cmd(&[
+            "mcp-config",
+            "--agent",
+            "dev",
+            "--client",
+            "vscode",
+            "--token-file",
+            "~/dev.token",
+        ])
+        .env("HOME", &home.to_string_lossy())
+        .run();
+    out.assert_ok();
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v["servers"]["vault-dev"]["args"][1],
+        json!(home.join("dev.token").to_string_lossy()),
+        "{out}"
+    );
+
+    std::fs::create_dir_all(env.root().join("tokens")).unwrap();
+    let out = env.ctl(&["mcp-config", "--agent", "dev", "--token-file", "tokens"]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("is a directory") && out.stderr.contains("NAME.token"),
+        "{out}"
+    );
+
+    let out = env.ctl(&["mcp-config", "--agent", "my.agent", "--client", "codex"]);
+    out.assert_ok();
+    let v = toml_to_json(&out.stdout);
+    let servers = v["mcp_servers"].as_object().unwrap();
+    assert_eq!(
+        servers.keys().collect::<Vec<_>>(),
+        ["vault-my_agent"],
+        "{out}"
+    );
+    assert!(
+        servers["vault-my_agent"]["args"][1]
+            .as_str()
+            .unwrap()
+            .ends_with("my.agent.token"),
+        "the token file keeps the agent's name: {out}"
+    );
+}

@@ -1332,6 +1332,38 @@ async fn check_agent(name: &str) -> AgentCheck {
     }
 }
 
+/// `path` as the MCP client must be given it: absolute (the client starts
+/// vault-mcp from a directory of its own), with a leading `~/` (quoted past
+/// the shell) expanded; a directory is refused.
+fn client_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let path = match path.strip_prefix("~") {
+        Ok(rest) => std::env::var_os("HOME")
+            .map(|home| PathBuf::from(home).join(rest))
+            .ok_or_else(|| {
+                anyhow!(
+                    "cannot expand ~ in {}: HOME is not set; give the full path",
+                    path.display()
+                )
+            })?,
+        Err(_) => path.to_path_buf(),
+    };
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory to make --token-file absolute: give the full path")?
+            .join(path)
+    };
+    if path.is_dir() {
+        bail!(
+            "--token-file {} is a directory: name the file that holds (or will hold) the agent's token, e.g. {}",
+            path.display(),
+            path.join("NAME.token").display()
+        );
+    }
+    Ok(path)
+}
+
 async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
     // The name goes into a file name and the client's entry: refuse what
     // `agent add` would refuse, before anything is written.
@@ -1342,19 +1374,36 @@ async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
     socket()?;
     let dirs = Dirs::from_env(None)?;
     let token_file = match &args.token_file {
-        Some(f) => f.clone(),
+        Some(f) => client_path(f)?,
         None => dirs
             .config_file
             .parent()
             .map(|p| p.join("agents").join(format!("{}.token", args.agent)))
             .ok_or_else(|| anyhow!("cannot place the token file: pass --token-file FILE"))?,
     };
-    let exe = std::env::current_exe()
+    // The client starts vault-mcp with its own PATH, often a minimal one:
+    // name it by its absolute path, the one beside vaultctl first.
+    let beside = std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("vault-mcp")))
-        .filter(|p| p.exists())
+        .and_then(|p| p.parent().map(|d| d.join("vault-mcp")));
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join("vault-mcp"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let exe = beside
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_absolute() && p.is_file())
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "vault-mcp".to_string());
+        .unwrap_or_else(|| {
+            eprintln!(
+                "warning: vault-mcp is neither beside vaultctl nor on PATH, so the snippet names it bare and the client must find it on its own PATH: install it (scripts/install.sh) and run this again"
+            );
+            "vault-mcp".to_string()
+        });
     let mut env = serde_json::Map::new();
     env.insert(
         "VAULTD_SOCKET".into(),
@@ -1397,8 +1446,10 @@ async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
                 toml::Value::String(dirs.socket.display().to_string()),
             );
             t.insert("env".into(), toml::Value::Table(e));
+            // Codex takes only A-Z a-z 0-9 _ - in a server's name.
+            let codex_name = name.replace('.', "_");
             let mut servers = toml::Table::new();
-            servers.insert(name.clone(), toml::Value::Table(t));
+            servers.insert(codex_name, toml::Value::Table(t));
             let mut root = toml::Table::new();
             root.insert("mcp_servers".into(), toml::Value::Table(servers));
             toml::to_string(&root)?
@@ -1406,7 +1457,9 @@ async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
     };
     let where_ = match args.client {
         McpClient::ClaudeDesktop => "~/.config/Claude/claude_desktop_config.json",
-        McpClient::ClaudeCode => ".mcp.json in your project (or `claude mcp add-json`)",
+        McpClient::ClaudeCode => {
+            ".mcp.json in your project (or pass the object under \"vault-NAME\" to `claude mcp add-json vault-NAME`)"
+        }
         McpClient::Cursor => "~/.cursor/mcp.json",
         McpClient::Vscode => ".vscode/mcp.json",
         McpClient::Codex => "~/.codex/config.toml",
