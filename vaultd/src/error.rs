@@ -12,14 +12,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation failed.
-    #[error("cannot {op} {}: {source}", path.display())]
+    #[error("cannot {op} {}: {err}", path.display())]
     Io {
         /// What was being done ("write vault", "open audit log"...).
         op: &'static str,
         /// The path involved.
         path: PathBuf,
-        /// The OS error (its text names ENOSPC, EACCES...).
-        source: io::Error,
+        /// The OS error (its text names ENOSPC, EACCES...). Not a `source`:
+        /// the message already carries it, and a chain printer
+        /// (`{:#}`) would print it twice.
+        err: io::Error,
     },
     /// There is no vault file yet.
     #[error("no vault at {}: create one with `vaultctl init`", path.display())]
@@ -104,7 +106,27 @@ impl Error {
         Error::Io {
             op,
             path: path.to_path_buf(),
-            source,
+            err: source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_names_the_os_error_once_in_a_chain() {
+        let e = Error::io(
+            "create directory",
+            Path::new("/proc/self/x/vaultd"),
+            io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        assert!(
+            text.starts_with("cannot create directory /proc/self/x/vaultd: "),
+            "{text}"
+        );
     }
 }

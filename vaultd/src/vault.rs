@@ -523,17 +523,13 @@ fn write_atomic_with(
     }
     match result {
         // Say that the vault is as it was (disk full is the usual cause).
-        Err(Error::Io {
+        Err(Error::Io { op, path: p, err }) if !placed => Err(Error::Io {
             op,
             path: p,
-            source,
-        }) if !placed => Err(Error::Io {
-            op,
-            path: p,
-            source: std::io::Error::new(
-                source.kind(),
+            err: std::io::Error::new(
+                err.kind(),
                 format!(
-                    "{source}; the vault file {} was not changed: free some space (or fix the error) and retry",
+                    "{err}; the vault file {} was not changed: free some space (or fix the error) and retry",
                     path.display()
                 ),
             ),
