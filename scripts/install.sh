@@ -6,14 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-$HOME/.local}"
 cargo build --release --locked --workspace --bins
+# Where cargo put them: CARGO_TARGET_DIR or a cargo config may move target/.
+target_dir="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
+bin_dir="${target_dir:-target}/release"
 install -d -m 0755 "$PREFIX/bin"
 for b in vaultd vaultctl vault-mcp; do
-  install -m 0755 "target/release/$b" "$PREFIX/bin/$b"
+  install -m 0755 "$bin_dir/$b" "$PREFIX/bin/$b"
 done
 echo "installed vaultd, vaultctl, vault-mcp into $PREFIX/bin"
 # Man pages and completions, generated from the binaries' own clap definitions.
 docs="$(mktemp -d)"
-target/release/xtask gen-docs "$docs" >/dev/null
+"$bin_dir/xtask" gen-docs "$docs" >/dev/null
 data_dir="${XDG_DATA_HOME:-$HOME/.local/share}"
 install -d -m 0755 "$PREFIX/share/man/man1" "$data_dir/bash-completion/completions" "$data_dir/fish/vendor_completions.d"
 install -m 0644 "$docs"/man/*.1 "$PREFIX/share/man/man1/"
@@ -25,7 +28,29 @@ rm -rf "$docs"
 echo "installed man pages into $PREFIX/share/man/man1, bash and fish completions into $data_dir"
 unit_dir="${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user"
 install -d -m 0755 "$unit_dir"
-sed "s|%h/.local/bin/vaultd|$PREFIX/bin/vaultd|" systemd/vaultd.service > "$unit_dir/vaultd.service"
+# The unit names the default XDG directories; where this shell sets others
+# (absolute, as the XDG spec requires), the unit gets them too, so that the
+# service and vaultctl find the same vault, audit log and vaultd.toml.
+edits=(-e "s|%h/.local/bin/vaultd|$PREFIX/bin/vaultd|")
+environment=()
+for var in XDG_DATA_HOME XDG_STATE_HOME XDG_CONFIG_HOME; do
+  value="${!var:-}"
+  case "$value" in
+    /*) ;;
+    *) continue ;;
+  esac
+  environment+=("Environment=\"$var=$value\"")
+  case "$var" in
+    XDG_DATA_HOME) edits+=(-e "s|%h/.local/share/vaultd|$value/vaultd|g") ;;
+    XDG_STATE_HOME) edits+=(-e "s|%h/.local/state/vaultd|$value/vaultd|g") ;;
+  esac
+done
+sed "${edits[@]}" systemd/vaultd.service > "$unit_dir/vaultd.service"
+if [ "${#environment[@]}" -gt 0 ]; then
+  printf '%s\n' "${environment[@]}" > "$unit_dir/vaultd.service.env"
+  sed -i "/^\[Service\]/r $unit_dir/vaultd.service.env" "$unit_dir/vaultd.service"
+  rm -f "$unit_dir/vaultd.service.env"
+fi
 install -d -m 0700 "${XDG_DATA_HOME:-$HOME/.local/share}/vaultd" "${XDG_STATE_HOME:-$HOME/.local/state}/vaultd"
 if systemctl --user daemon-reload 2>/dev/null; then
   was_running=no
