@@ -723,3 +723,67 @@ fn oversized_secret_and_policy_are_refused_before_sending() {
     // Just under the limit still goes through.
     env.set_secret("fits", &vec![b'y'; 10 << 20]);
 }
+
+/// `agent add --token-file` does not replace a file that holds the token of
+/// another agent the vault still has (that agent's only copy; its MCP entry
+/// would have answered as the new agent), and a symbolic link stays a link,
+/// the token going to the file it names.
+#[test]
+fn agent_add_keeps_links_and_other_agents_tokens() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (env, _d) = unlocked_env();
+    let dir = env.root().join("tokens");
+    let a_file = dir.join("a.token");
+    let add = |name: &str, file: &std::path::Path| {
+        env.ctl_pass(&[
+            "agent",
+            "add",
+            name,
+            "--token-file",
+            &file.to_string_lossy(),
+        ])
+    };
+    add("a", &a_file).assert_ok();
+    let a_token = std::fs::read(&a_file).unwrap();
+
+    let out = add("b", &a_file);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("holds the token of agent a")
+            && out.stderr.contains("b.token")
+            && out.stderr.contains("vaultctl agent rm a"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&a_file).unwrap(),
+        a_token,
+        "a's token was replaced"
+    );
+    assert!(
+        !env.ctl(&["agent", "list"]).stdout.contains('b'),
+        "b was created"
+    );
+
+    // A link to a file that does not exist yet (relative to the link's directory).
+    let link = dir.join("link.token");
+    std::os::unix::fs::symlink("target.token", &link).unwrap();
+    add("c", &link).assert_ok();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let target = dir.join("target.token");
+    assert!(std::fs::read_to_string(&target).unwrap().trim().len() >= 16);
+    assert_eq!(
+        std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Once a is removed its token is dead, and its file may be reused.
+    env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
+    add("b", &a_file).assert_ok();
+    assert_ne!(std::fs::read(&a_file).unwrap(), a_token);
+}

@@ -711,6 +711,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 let mut out_file = token_file.as_deref().map(TokenFile::open).transpose()?;
                 let r = async {
                     let mut c = connect().await?;
+                    if let Some(f) = &out_file {
+                        f.refuse_another_agents_token(&mut c, &name).await?;
+                    }
                     let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
                     c.add_agent(AddAgentRequest {
                         passphrase: p.to_vec(),
@@ -884,6 +887,18 @@ impl TokenFile {
     fn open(path: &Path) -> anyhow::Result<TokenFile> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let nothing = "nothing was created";
+        // A symbolic link (say, into a client's configuration directory)
+        // stays a link: the token goes to the file it names.
+        let link_target = std::fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| std::fs::read_link(path))
+            .transpose()
+            .with_context(|| format!("cannot read the link {}: {nothing}", path.display()))?;
+        let resolved = link_target.map(|t| match path.parent() {
+            Some(dir) if t.is_relative() => dir.join(t),
+            _ => t,
+        });
+        let path = resolved.as_deref().unwrap_or(path);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.exists()
         {
@@ -951,6 +966,37 @@ impl TokenFile {
             let _ = std::fs::remove_file(&tmp);
         }
         written
+    }
+
+    /// Refuses to replace a file holding the token of another agent the
+    /// vault still has (`agent add other --token-file` naming the wrong
+    /// file would silently revoke that agent's only copy and make its MCP
+    /// entry act as `other`). A file with a revoked token, or none, may be
+    /// replaced.
+    async fn refuse_another_agents_token(&self, c: &mut Client, name: &str) -> anyhow::Result<()> {
+        if self.created {
+            return Ok(());
+        }
+        let held = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let held = held.trim();
+        if held.is_empty() || held.len() > 256 {
+            return Ok(());
+        }
+        let owner = c
+            .agent_status(AgentStatusRequest {
+                agent_token: held.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().agent)
+            .unwrap_or_default();
+        if !owner.is_empty() && owner != name {
+            bail!(
+                "{} holds the token of agent {owner}, which still uses it: name another file (e.g. {}), or remove {owner} first with `vaultctl agent rm {owner}`; nothing was created",
+                self.path.display(),
+                self.path.with_file_name(format!("{name}.token")).display()
+            );
+        }
+        Ok(())
     }
 
     /// The agent was not created: remove the file if we created it.
