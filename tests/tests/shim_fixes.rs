@@ -375,8 +375,9 @@ fn an_execute_aborted_by_agent_rm_is_not_repeated_with_the_new_token() {
         let call = s.spawn(|| mcp.call_timeout("execute", hang, Duration::from_secs(60)));
         up.wait_for_requests(1, Duration::from_secs(20));
         // The file holds b's token before a is removed, so vault-mcp finds
-        // it when the aborted call comes back.
-        env.ctl_pass(&["agent", "add", "b", "--token-file", &f])
+        // it when the aborted call comes back (a's token, still live, is
+        // replaced on purpose: --replace).
+        env.ctl_pass(&["agent", "add", "b", "--token-file", &f, "--replace"])
             .assert_ok();
         let out = env.ctl_pass(&["agent", "rm", "a"]);
         out.assert_ok();

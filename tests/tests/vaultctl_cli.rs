@@ -763,6 +763,18 @@ fn agent_add_keeps_links_and_other_agents_tokens() {
         !env.ctl(&["agent", "list"]).stdout.contains('b'),
         "b was created"
     );
+    // On purpose, with --replace (a's entries then act as b2).
+    env.ctl_pass(&[
+        "agent",
+        "add",
+        "b2",
+        "--token-file",
+        &a_file.to_string_lossy(),
+        "--replace",
+    ])
+    .assert_ok();
+    assert_ne!(std::fs::read(&a_file).unwrap(), a_token);
+    std::fs::write(&a_file, &a_token).unwrap();
 
     // A link to a file that does not exist yet (relative to the link's directory).
     let link = dir.join("link.token");

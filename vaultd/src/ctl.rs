@@ -174,6 +174,11 @@ pub enum AgentCmd {
         /// Write the token to this file (mode 0600) instead of printing it.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Replace the token file even when it holds the token of another
+        /// agent the vault still has (that agent's MCP entries then act as
+        /// this one).
+        #[arg(long, requires = "token_file")]
+        replace: bool,
     },
     /// List agents and their capabilities.
     List,
@@ -705,13 +710,14 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 name,
                 json,
                 token_file,
+                replace,
             } => {
                 // The file is opened (created 0600 if missing) before the agent
                 // exists, so a path that cannot be written creates no agent.
                 let mut out_file = token_file.as_deref().map(TokenFile::open).transpose()?;
                 let r = async {
                     let mut c = connect().await?;
-                    if let Some(f) = &out_file {
+                    if let Some(f) = out_file.as_ref().filter(|_| !replace) {
                         f.refuse_another_agents_token(&mut c, &name).await?;
                     }
                     let p = read_passphrase(pfd, Which::Current, "Passphrase: ")?;
@@ -991,7 +997,7 @@ impl TokenFile {
             .unwrap_or_default();
         if !owner.is_empty() && owner != name {
             bail!(
-                "{} holds the token of agent {owner}, which still uses it: name another file (e.g. {}), or remove {owner} first with `vaultctl agent rm {owner}`; nothing was created",
+                "{} holds the token of agent {owner}, which still uses it: name another file (e.g. {}), remove {owner} first with `vaultctl agent rm {owner}`, or pass --replace to overwrite it ({owner}'s MCP entries then act as {name}); nothing was created",
                 self.path.display(),
                 self.path.with_file_name(format!("{name}.token")).display()
             );
