@@ -324,6 +324,21 @@ fn mcp_config_paths_and_names_work_for_the_client() {
         "{out}"
     );
 
+    let out = env.ctl(&[
+        "mcp-config",
+        "--agent",
+        "dev",
+        "--token-file",
+        "~other/dev.token",
+    ]);
+    out.assert_fail();
+    assert!(out.stderr.contains("only ~/ is expanded"), "{out}");
+    let out = env.ctl(&["mcp-config", "--agent", "dev", "--client", "claude-code"]);
+    assert!(
+        out.stderr.contains("`claude mcp add-json vault-dev`"),
+        "{out}"
+    );
+
     std::fs::create_dir_all(env.root().join("tokens")).unwrap();
     let out = env.ctl(&["mcp-config", "--agent", "dev", "--token-file", "tokens"]);
     out.assert_fail();

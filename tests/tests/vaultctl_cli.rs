@@ -794,6 +794,45 @@ fn agent_add_keeps_links_and_other_agents_tokens() {
         0o600
     );
 
+    // A chain of links: the last one's target gets the token, every link stays.
+    let first = dir.join("l1.token");
+    std::fs::create_dir_all(dir.join("cfg")).unwrap();
+    std::os::unix::fs::symlink("cfg/l2.token", &first).unwrap();
+    std::os::unix::fs::symlink("../real.token", dir.join("cfg/l2.token")).unwrap();
+    add("d", &first).assert_ok();
+    for link in [&first, &dir.join("cfg/l2.token")] {
+        assert!(
+            std::fs::symlink_metadata(link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{} was replaced by a file",
+            link.display()
+        );
+    }
+    assert!(
+        std::fs::read_to_string(dir.join("real.token"))
+            .unwrap()
+            .trim()
+            .len()
+            >= 16
+    );
+
+    // Locked, vaultd cannot say whose token the file holds: refused too.
+    env.lock();
+    let out = add("e", &a_file);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("cannot tell whose") && out.stderr.contains("--replace"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&a_file).unwrap(),
+        a_token,
+        "a's token was replaced"
+    );
+    env.unlock();
+
     // Once a is removed its token is dead, and its file may be reused.
     env.ctl_pass(&["agent", "rm", "a"]).assert_ok();
     add("b", &a_file).assert_ok();

@@ -895,16 +895,20 @@ impl TokenFile {
         let nothing = "nothing was created";
         // A symbolic link (say, into a client's configuration directory)
         // stays a link: the token goes to the file it names.
-        let link_target = std::fs::symlink_metadata(path)
-            .is_ok_and(|m| m.file_type().is_symlink())
-            .then(|| std::fs::read_link(path))
-            .transpose()
-            .with_context(|| format!("cannot read the link {}: {nothing}", path.display()))?;
-        let resolved = link_target.map(|t| match path.parent() {
-            Some(dir) if t.is_relative() => dir.join(t),
-            _ => t,
-        });
-        let path = resolved.as_deref().unwrap_or(path);
+        let mut resolved = path.to_path_buf();
+        for _ in 0..40 {
+            if !std::fs::symlink_metadata(&resolved).is_ok_and(|m| m.file_type().is_symlink()) {
+                break;
+            }
+            let target = std::fs::read_link(&resolved).with_context(|| {
+                format!("cannot read the link {}: {nothing}", resolved.display())
+            })?;
+            resolved = match resolved.parent() {
+                Some(dir) if target.is_relative() => dir.join(target),
+                _ => target,
+            };
+        }
+        let path = resolved.as_path();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !parent.exists()
         {
@@ -988,13 +992,21 @@ impl TokenFile {
         if held.is_empty() || held.len() > 256 {
             return Ok(());
         }
-        let owner = c
+        let status = c
             .agent_status(AgentStatusRequest {
                 agent_token: held.to_owned(),
             })
             .await
-            .map(|r| r.into_inner().agent)
-            .unwrap_or_default();
+            .map(|r| r.into_inner());
+        // Locked (or no answer), vaultd cannot say whose token it is: fail closed.
+        let owner = match status {
+            Ok(st) if st.state == "unlocked" => st.agent,
+            _ => bail!(
+                "{} already holds a token, and vaultctl cannot tell whose while the vault is locked: run `vaultctl unlock` first, name another file (e.g. {}), or pass --replace to overwrite it; nothing was created",
+                self.path.display(),
+                self.path.with_file_name(format!("{name}.token")).display()
+            ),
+        };
         if !owner.is_empty() && owner != name {
             bail!(
                 "{} holds the token of agent {owner}, which still uses it: name another file (e.g. {}), remove {owner} first with `vaultctl agent rm {owner}`, or pass --replace to overwrite it ({owner}'s MCP entries then act as {name}); nothing was created",
@@ -1388,6 +1400,15 @@ async fn check_agent(name: &str) -> AgentCheck {
 /// vault-mcp from a directory of its own), with a leading `~/` (quoted past
 /// the shell) expanded; a directory is refused.
 fn client_path(path: &Path) -> anyhow::Result<PathBuf> {
+    if path
+        .to_str()
+        .is_some_and(|p| p.starts_with('~') && !p.starts_with("~/") && p != "~")
+    {
+        bail!(
+            "--token-file {}: only ~/ is expanded here; give the full path",
+            path.display()
+        );
+    }
     let path = match path.strip_prefix("~") {
         Ok(rest) => std::env::var_os("HOME")
             .map(|home| PathBuf::from(home).join(rest))
@@ -1508,13 +1529,13 @@ async fn mcp_config(args: &McpConfigArgs) -> anyhow::Result<String> {
         }
     };
     let where_ = match args.client {
-        McpClient::ClaudeDesktop => "~/.config/Claude/claude_desktop_config.json",
-        McpClient::ClaudeCode => {
-            ".mcp.json in your project (or pass the object under \"vault-NAME\" to `claude mcp add-json vault-NAME`)"
-        }
-        McpClient::Cursor => "~/.cursor/mcp.json",
-        McpClient::Vscode => ".vscode/mcp.json",
-        McpClient::Codex => "~/.codex/config.toml",
+        McpClient::ClaudeDesktop => "~/.config/Claude/claude_desktop_config.json".to_owned(),
+        McpClient::ClaudeCode => format!(
+            ".mcp.json in your project (or pass the object under \"{name}\" to `claude mcp add-json {name}`)"
+        ),
+        McpClient::Cursor => "~/.cursor/mcp.json".to_owned(),
+        McpClient::Vscode => ".vscode/mcp.json".to_owned(),
+        McpClient::Codex => "~/.codex/config.toml".to_owned(),
     };
     let (name, tf) = (&args.agent, token_file.display());
     let missing_file = !token_file.exists();
