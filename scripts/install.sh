@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-$HOME/.local}"
+# These paths go into the systemd unit (through sed): refuse, before anything
+# is installed, characters the unit or sed would read as syntax.
+for var in PREFIX XDG_DATA_HOME XDG_STATE_HOME XDG_CONFIG_HOME; do
+  value="${!var:-}"
+  case "$value" in
+    *[[:space:]\&\|%\"\\]*)
+      echo "install.sh: $var=$value holds a space or one of & | % \" \\, which the systemd unit cannot carry as written: use a path without them" >&2
+      exit 1 ;;
+  esac
+done
 cargo build --release --locked --workspace --bins
 # Where cargo put them: CARGO_TARGET_DIR or a cargo config may move target/.
 target_dir="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"

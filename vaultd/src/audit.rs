@@ -432,7 +432,7 @@ fn identity(file: &File, path: &Path, ino: (u64, u64)) -> std::result::Result<u6
     let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == ino);
     if fmeta.nlink() == 0 || !same {
         return Err(format!(
-            "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file)",
+            "audit log {} was removed or replaced; calls are refused until it is restored (or `vaultctl lock` then `vaultctl unlock` starts a new file, and `audit verify` then reports the missing records until vaultd restarts)",
             path.display()
         ));
     }

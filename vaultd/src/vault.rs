@@ -456,7 +456,8 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
 /// is exactly as before. Once it is in place the write has happened: a
 /// failed directory fsync after that is logged, not returned, since the
 /// caller must not go on as if the old file were still there (a daemon
-/// would keep serving a revoked agent).
+/// would keep serving a revoked agent). For `init` it is returned: nothing
+/// runs on the old state, and vaultctl has no log.
 pub fn write_atomic(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     write_atomic_with(path, bytes, replace, |dir| {
         File::open(dir).and_then(|d| d.sync_all())
@@ -508,6 +509,11 @@ fn write_atomic_with(
             let _ = fs::remove_file(&tmp);
         }
         if let Err(e) = sync_dir(dir) {
+            // `init` (no daemon state to keep in step, and vaultctl has no
+            // log to warn in) says so.
+            if !replace {
+                return Err(Error::io("flush vault directory", dir, e));
+            }
             tracing::warn!(
                 "{} was written, but flushing its directory failed ({e}): the change is made, and may be lost if the machine loses power before the filesystem writes it back",
                 path.display()
