@@ -399,22 +399,69 @@ impl AuditLog {
 
     /// Verifies the whole file against the key and this writer's head.
     pub fn verify(&self) -> Verification {
-        let mut v = verify_file(&self.path, &self.key);
-        if v.problem.is_none() {
-            v.problem.clone_from(&self.gap);
-        }
+        self.verify_later().run()
+    }
+
+    /// What [`AuditLog::verify`] needs, taken now (under the writer's lock);
+    /// [`PendingVerify::run`] then reads the file without the lock, so calls
+    /// and `lock` need not wait for a long log to be read (any caller can
+    /// ask for a verification, many at once). The head taken here must be
+    /// in the file; records appended meanwhile are checked as the chain's
+    /// continuation, not taken for a mismatch.
+    pub fn verify_later(&self) -> PendingVerify {
         // A replaced file may hold a valid chain and still not be the log
         // this writer appends to (and calls are refused meanwhile): say so.
-        if v.problem.is_none()
-            && let Some(file) = &self.file
-            && let Err(e) = identity(file, &self.path, self.ino)
-        {
-            v.problem = Some(e);
+        let replaced = self
+            .file
+            .as_ref()
+            .and_then(|file| identity(file, &self.path, self.ino).err());
+        PendingVerify {
+            path: self.path.clone(),
+            key: SecretBuf::copy_from(self.key.expose()).ok(),
+            head: self.head(),
+            gap: self.gap.clone(),
+            replaced,
         }
-        if v.problem.is_none() && (v.last_seq, v.last_mac) != (self.seq, self.head) {
+    }
+}
+
+/// A verification whose inputs were taken under the writer's lock.
+pub struct PendingVerify {
+    path: PathBuf,
+    /// A copy of the MAC key (locked memory, wiped on drop); `None` when it
+    /// could not be copied.
+    key: Option<SecretBuf>,
+    head: ChainHead,
+    gap: Option<String>,
+    replaced: Option<String>,
+}
+
+impl PendingVerify {
+    /// Reads and checks the file against the head taken.
+    pub fn run(self) -> Verification {
+        let Some(key) = &self.key else {
+            return Verification {
+                records: 0,
+                problem: Some(
+                    "cannot copy the audit key into locked memory: raise LimitMEMLOCK (`vaultctl status` shows mlock) and try again".into(),
+                ),
+                last_seq: 0,
+                last_mac: [0; 32],
+            };
+        };
+        // The whole file is checked; records appended after the head was
+        // taken continue the chain from it and are checked like the rest.
+        let (seq, head) = self.head;
+        let (mut v, at_head) = verify_file_marking(&self.path, key, seq);
+        for problem in [self.gap, self.replaced] {
+            if v.problem.is_none() {
+                v.problem = problem;
+            }
+        }
+        if v.problem.is_none() && at_head != Some(head) {
             v.problem = Some(format!(
-                "the log ends at record {} but vaultd wrote up to record {}: records were removed from the end or the file was replaced",
-                v.last_seq, self.seq
+                "the log ends at record {} but vaultd wrote up to record {seq}: records were removed from the end or the file was replaced",
+                v.last_seq
             ));
         }
         v
@@ -462,6 +509,31 @@ pub struct Verification {
 
 /// Checks every line's MAC and sequence.
 pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
+    verify_file_marking(path, key, 0).0
+}
+
+/// Checks every line's MAC and sequence, and returns with it the MAC of
+/// record `mark` (32 zero bytes for record 0, the chain's start), if the
+/// file holds it.
+fn verify_file_marking(
+    path: &Path,
+    key: &SecretBuf,
+    mark: u64,
+) -> (Verification, Option<[u8; 32]>) {
+    let mut marked = (mark == 0).then_some([0; 32]);
+    let v = verify_lines(path, key, |seq, m| {
+        if seq == mark {
+            marked = Some(*m);
+        }
+    });
+    (v, marked)
+}
+
+fn verify_lines(
+    path: &Path,
+    key: &SecretBuf,
+    mut each: impl FnMut(u64, &[u8; 32]),
+) -> Verification {
     let mut v = Verification {
         records: 0,
         problem: None,
@@ -521,6 +593,7 @@ pub fn verify_file(path: &Path, key: &SecretBuf) -> Verification {
         v.records += 1;
         v.last_seq = rec.seq;
         v.last_mac = m;
+        each(rec.seq, &m);
     }
     v
 }
@@ -666,6 +739,29 @@ mod tests {
         let mut log = AuditLog::open(&path, &key).unwrap();
         log.chain_from(&slot);
         assert!(log.verify().problem.is_none(), "{:?}", log.verify().problem);
+    }
+
+    #[test]
+    fn a_verification_reads_the_file_without_the_writer_up_to_its_head() {
+        let (_d, path, key) = setup();
+        let mut log = write_n(&path, &key, 3);
+        let pending = log.verify_later();
+        // Written after the head was taken (the writer is free meanwhile):
+        // not a mismatch, and not counted.
+        log.append(Record {
+            kind: "admin".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let v = pending.run();
+        assert_eq!((v.records, v.problem), (4, None));
+        // A cut below the head taken is still found.
+        let pending = log.verify_later();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, lines[..2].join("\n") + "\n").unwrap();
+        let problem = pending.run().problem.expect("the cut is reported");
+        assert!(problem.contains("record 4"), "{problem}");
     }
 
     #[test]

@@ -531,7 +531,10 @@ impl Vault for VaultService {
         let u = self.daemon.require_unlocked()?;
         let shared = u.shared.clone();
         drop(u);
-        let v = tokio::task::spawn_blocking(move || shared.audit_log().verify())
+        // The writer's lock is held only to take the head, not while the
+        // file is read: calls and `lock` do not wait for verifications.
+        let pending = shared.audit_log().verify_later();
+        let v = tokio::task::spawn_blocking(move || pending.run())
             .await
             .map_err(|_| Status::internal("audit verification panicked"))?;
         Ok(Response::new(AuditVerifyResponse {
