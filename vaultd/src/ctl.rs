@@ -992,6 +992,8 @@ impl TokenFile {
         if held.is_empty() || held.len() > 256 {
             return Ok(());
         }
+        let own_file = self.path.with_file_name(format!("{name}.token"));
+        let own_file = own_file.display();
         let status = c
             .agent_status(AgentStatusRequest {
                 agent_token: held.to_owned(),
@@ -1002,16 +1004,14 @@ impl TokenFile {
         let owner = match status {
             Ok(st) if st.state == "unlocked" => st.agent,
             _ => bail!(
-                "{} already holds a token, and vaultctl cannot tell whose while the vault is locked: run `vaultctl unlock` first, name another file (e.g. {}), or pass --replace to overwrite it; nothing was created",
+                "{} already holds a token, and vaultctl cannot tell whose while the vault is locked: run `vaultctl unlock` first, name another file (e.g. {own_file}), or pass --replace to overwrite it; nothing was created",
                 self.path.display(),
-                self.path.with_file_name(format!("{name}.token")).display()
             ),
         };
         if !owner.is_empty() && owner != name {
             bail!(
-                "{} holds the token of agent {owner}, which still uses it: name another file (e.g. {}), remove {owner} first with `vaultctl agent rm {owner}`, or pass --replace to overwrite it ({owner}'s MCP entries then act as {name}); nothing was created",
+                "{} holds the token of agent {owner}, which still uses it: name another file (e.g. {own_file}), remove {owner} first with `vaultctl agent rm {owner}`, or pass --replace to overwrite it ({owner}'s MCP entries then act as {name}); nothing was created",
                 self.path.display(),
-                self.path.with_file_name(format!("{name}.token")).display()
             );
         }
         Ok(())

@@ -735,12 +735,7 @@ impl Daemon {
         let event = format!("secret set {name}");
         self.change(passphrase, event, move |data, _, _| {
             let shape = policy::SecretShape::of(value.expose());
-            for service in data
-                .policy
-                .services
-                .iter()
-                .filter(|s| s.auth.secret() == name)
-            {
+            for service in services_using(data, &name) {
                 if let Some(problem) = shape.problem(&name, &service.auth) {
                     return Err(Error::Invalid(format!(
                         "service {} uses this secret, and {problem}; nothing was stored",
@@ -757,7 +752,9 @@ impl Daemon {
     pub async fn remove_secret(&self, passphrase: SecretBuf, name: String) -> Result<()> {
         let event = format!("secret rm {name}");
         self.change(passphrase, event, move |data, _, _| {
-            let users = services_using(data, &name);
+            let users: Vec<&str> = services_using(data, &name)
+                .map(|s| s.name.as_str())
+                .collect();
             if !users.is_empty() {
                 return Err(Error::Invalid(format!(
                     "secret {name:?} is used by service(s) {}: change the policy first (`vaultctl policy apply`)",
@@ -942,13 +939,15 @@ fn unreachable_services(services: &[policy::Service], ports: &[u16]) -> Vec<Stri
     warnings
 }
 
-fn services_using(data: &VaultData, secret: &str) -> Vec<String> {
+/// The services whose credential is the secret `secret`.
+fn services_using<'a>(
+    data: &'a VaultData,
+    secret: &'a str,
+) -> impl Iterator<Item = &'a policy::Service> + 'a {
     data.policy
         .services
         .iter()
-        .filter(|s| s.auth.secret() == secret)
-        .map(|s| s.name.clone())
-        .collect()
+        .filter(move |s| s.auth.secret() == secret)
 }
 
 /// Secret names: 1-128 characters of A-Z a-z 0-9 - _ . /
