@@ -243,6 +243,22 @@ fn assert_verify_reports_a_gap(env: &VaultEnv) {
     );
 }
 
+/// `status` (text and `--json`) names the gap among its warnings.
+#[track_caller]
+fn assert_status_warns_of_a_gap(env: &VaultEnv) {
+    let text = env.ctl(&["status"]);
+    text.assert_ok();
+    assert!(
+        text.stdout.contains("warning:  audit log tampered with"),
+        "{text}"
+    );
+    let warnings = env.status_json()["warnings"].to_string();
+    assert!(
+        warnings.contains("records were removed from its end"),
+        "{warnings}"
+    );
+}
+
 #[test]
 fn records_cut_off_while_locked_are_found_after_unlock() {
     let up = Upstream::start(TlsKind::Good);
@@ -263,7 +279,9 @@ fn records_cut_off_while_locked_are_found_after_unlock() {
         env.lock();
         call.join().unwrap().assert_refused("locked");
     });
-    env.unlock();
+    let clean = env.ctl_pass(&["unlock"]);
+    clean.assert_ok();
+    assert!(!clean.stderr.contains("warning"), "{clean}");
     env.ctl(&["audit", "verify"]).assert_ok();
     mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo/secret-plan"}))
         .assert_ok();
@@ -279,7 +297,14 @@ fn records_cut_off_while_locked_are_found_after_unlock() {
     let cut = lines[..lines.len() - 3].join("\n") + "\n";
     std::fs::write(&path, cut).unwrap();
 
-    env.unlock();
+    // The user who unlocks is told at once, without running verify.
+    let unlock = env.ctl_pass(&["unlock"]);
+    unlock.assert_ok();
+    assert!(
+        unlock.stderr.contains("warning: audit log tampered with")
+            && unlock.stderr.contains("records were removed from its end"),
+        "{unlock}"
+    );
     let out = env.ctl(&["audit", "verify"]);
     println!("{out}");
     out.assert_fail();
@@ -287,10 +312,12 @@ fn records_cut_off_while_locked_are_found_after_unlock() {
 
     // Another lock and unlock (which the agent can cause: `lock` needs no
     // passphrase) does not wash the cut out: the gap is reported until
-    // vaultd restarts, as SECURITY.md says.
+    // vaultd restarts, as SECURITY.md says, and so does `status`.
     env.lock();
+    assert_status_warns_of_a_gap(&env);
     env.unlock();
     assert_verify_reports_a_gap(&env);
+    assert_status_warns_of_a_gap(&env);
 
     drop(mcp);
     assert_no_canary(&env, CANARY);

@@ -146,6 +146,14 @@ pub struct ChainMemory {
     gap: Option<String>,
 }
 
+impl ChainMemory {
+    /// The gap found since vaultd started, if any: `status` and `unlock`
+    /// show it, so the user need not run `audit verify` to learn of it.
+    pub fn gap(&self) -> Option<&str> {
+        self.gap.as_deref()
+    }
+}
+
 /// Where a dropped writer leaves its [`ChainHead`] for the next one.
 pub type HeadSlot = std::sync::Arc<std::sync::Mutex<ChainMemory>>;
 
@@ -366,8 +374,11 @@ impl AuditLog {
         if let Some(expected) = memory.head {
             self.expect_head(expected);
         }
-        if memory.gap.is_none() {
-            memory.gap.clone_from(&self.gap);
+        if memory.gap.is_none()
+            && let Some(gap) = &self.gap
+        {
+            tracing::warn!("audit log: {gap}");
+            memory.gap = Some(gap.clone());
         }
         self.gap.clone_from(&memory.gap);
         self.head_slot = Some(slot.clone());

@@ -623,6 +623,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                     humantime::format_duration(Duration::from_secs(secs))
                 ),
             }
+            for w in r.warnings {
+                eprintln!("warning: {w}");
+            }
         }
         Command::Lock => return lock().await,
         Command::Status { json } => return status(json).await,

@@ -295,6 +295,13 @@ impl Daemon {
     }
 
     /// State and counts.
+    /// Records found missing from the audit log since vaultd started (see
+    /// [`crate::audit::ChainMemory`]), whether locked or not.
+    pub fn audit_gap(&self) -> Option<String> {
+        let memory = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+        memory.gap().map(str::to_owned)
+    }
+
     pub fn status(&self) -> StatusInfo {
         match self.unlocked() {
             Some(u) => StatusInfo {
