@@ -40,6 +40,7 @@
 //! | `echo-b64`, `echo-b64url`, `echo-hex`, `echo-hex-upper`, `echo-urlenc`, `echo-b64-lines` | echo object plus `"encoded"`: the Authorization value, its credential part, X-Api-Key and every query value, in that form (`echo-b64-lines`: 42 bytes of `P` then the value, base64 in lines of 76 characters) |
 //! | `echo-header` | 200 `{"ok":true}`, with the received Authorization in `X-Echo-Auth` and X-Api-Key in `X-Echo-Key`, and a header named after the last word of each (the credential, lowercased as a name) when that is a valid name |
 //! | `echo-gzip` | the echo object gzip-compressed, `Content-Encoding: gzip`, whatever Accept-Encoding says |
+//! | `echo-coded?ce=A,B` | the echo object encoded with each listed coding in turn, one `Content-Encoding` line per name, whatever Accept-Encoding says: `gzip`, `deflate` (zlib), `deflate-raw` (raw deflate, labelled `deflate`); any other name (`identity`, `br`, `xz`) is a label only. With `?junk=1`, `JUNK` and a gzip of the echo object follow the body |
 //! | `echo-gzip-unlabelled`, `echo-zlib-unlabelled` | the echo object (with `?plain=1`: a harmless text; gzip with `?inflates_mib=N`: N gzip members of 1 MiB each of the escape-dense text `%41\u0041` and a newline, a decompression bomb) gzip- or zlib-compressed, no Content-Encoding (`application/gzip`, `application/octet-stream`) |
 //! | `echo-binary` | `application/octet-stream`: [`BINARY_PREFIX`] + Authorization value + [`BINARY_SUFFIX`] |
 //! | `status/NNN` | status NNN, body `{"status":NNN}` |
@@ -451,6 +452,7 @@ enum Route {
     EchoEncoded(Encoding),
     EchoHeader,
     EchoGzip,
+    EchoCoded,
     /// Compressed (gzip, or zlib) but not labelled so: no Content-Encoding.
     EchoCompressedUnlabelled {
         zlib: bool,
@@ -481,6 +483,7 @@ fn route(path: &str) -> Route {
             "echo-b64-lines" => Route::EchoEncoded(Encoding::B64Lines),
             "echo-header" => Route::EchoHeader,
             "echo-gzip" => Route::EchoGzip,
+            "echo-coded" => Route::EchoCoded,
             "echo-gzip-unlabelled" => Route::EchoCompressedUnlabelled { zlib: false },
             "echo-zlib-unlabelled" => Route::EchoCompressedUnlabelled { zlib: true },
             "echo-binary" => Route::EchoBinary,
@@ -625,6 +628,51 @@ fn handle_route(rec: &Recorded, ctl: &Arc<ConnCtl>) -> Option<Response<RespBody>
             );
             resp.headers_mut()
                 .insert("content-encoding", HeaderValue::from_static("gzip"));
+            resp
+        }
+        Route::EchoCoded => {
+            use std::io::Write as _;
+            let plain = serde_json::to_vec(&echo_object(rec)).expect("serialize");
+            let level = flate2::Compression::default();
+            let gzip = |data: &[u8]| {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
+                gz.write_all(data).expect("gzip");
+                gz.finish().expect("gzip")
+            };
+            let codings = query_param(rec, "ce").unwrap_or_default();
+            let codings: Vec<&str> = codings.split(',').filter(|c| !c.is_empty()).collect();
+            let mut body = plain.clone();
+            for coding in &codings {
+                body = match *coding {
+                    "gzip" => gzip(&body),
+                    "deflate" => {
+                        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), level);
+                        z.write_all(&body).expect("zlib");
+                        z.finish().expect("zlib")
+                    }
+                    "deflate-raw" => {
+                        let mut d = flate2::write::DeflateEncoder::new(Vec::new(), level);
+                        d.write_all(&body).expect("deflate");
+                        d.finish().expect("deflate")
+                    }
+                    _ => body,
+                };
+            }
+            if query_param(rec, "junk").is_some() {
+                body.extend_from_slice(b"JUNK");
+                body.extend_from_slice(&gzip(&plain));
+            }
+            let mut resp = full(StatusCode::OK, "application/json", body);
+            for coding in codings {
+                let label = if coding == "deflate-raw" {
+                    "deflate"
+                } else {
+                    coding
+                };
+                if let Ok(v) = HeaderValue::from_str(label) {
+                    resp.headers_mut().append("content-encoding", v);
+                }
+            }
             resp
         }
         Route::EchoCompressedUnlabelled { zlib } => {

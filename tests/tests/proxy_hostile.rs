@@ -1238,6 +1238,81 @@ fn raw_grpc_calls_get_the_same_checks() {
     }
 }
 
+/// Rule 6 for labelled codings: vaultd asks for `identity`, decodes a single
+/// gzip or deflate (zlib or raw) sent anyway, and refuses anything it cannot
+/// decode whole: an unknown coding, stacked codings (a second
+/// `Content-Encoding` line included, which reqwest's own decoder would have
+/// let through), or bytes after the compressed stream.
+#[test]
+fn labelled_codings_are_decoded_whole_or_refused() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    let call = |method: &str, ce: &str, extra: &[(&str, &str)]| {
+        let mut query = serde_json::Map::new();
+        query.insert("ce".into(), json!(ce));
+        for (k, v) in extra {
+            query.insert((*k).into(), json!(v));
+        }
+        up.clear();
+        let r = mcp.execute(json!({
+            "capability": "bear", "method": method, "path": "/v1/echo-coded", "query": query,
+        }));
+        let sent = up.wait_for_requests(1, std::time::Duration::from_secs(5));
+        assert_eq!(sent.len(), 1, "{ce}");
+        assert_eq!(sent[0].header("accept-encoding"), Some("identity"), "{ce}");
+        r
+    };
+    for ce in [
+        "gzip",
+        "deflate",
+        "deflate-raw",
+        "identity,deflate",
+        "identity,gzip,identity",
+    ] {
+        let r = call("GET", ce, &[]);
+        let v = r.assert_ok();
+        assert_eq!(v["body_encoding"], "utf8", "{ce}: {v}");
+        assert_eq!(v["truncated"], false, "{ce}: {v}");
+        let body = v["body"].as_str().unwrap();
+        assert!(
+            body.contains("\"authorization\":\"Bearer [REDACTED]\""),
+            "{ce}: {body}"
+        );
+        assert!(
+            v["headers"].get("content-encoding").is_none(),
+            "{ce}: the body went back decoded, so no coding may be named: {v}"
+        );
+    }
+    // HEAD: a coding with no body to decode.
+    assert_eq!(call("HEAD", "gzip", &[]).assert_ok()["status"], 200);
+    for (ce, extra, why) in [
+        (
+            "identity,deflate-raw,gzip",
+            &[][..],
+            "Content-Encoding \"deflate, gzip\"",
+        ),
+        (
+            "gzip,deflate-raw",
+            &[][..],
+            "Content-Encoding \"gzip, deflate\"",
+        ),
+        ("br", &[][..], "Content-Encoding \"br\""),
+        ("xz", &[][..], "Content-Encoding \"xz\""),
+        ("gzip", &[("junk", "1")][..], "damaged gzip body"),
+        ("deflate", &[("junk", "1")][..], "damaged deflate body"),
+        ("deflate-raw", &[("junk", "1")][..], "damaged deflate body"),
+    ] {
+        let r = call("GET", ce, extra);
+        r.assert_refused("upstream_error");
+        assert!(r.text.contains(why), "{ce} {extra:?}: {}", r.text);
+        assert!(r.text.contains("check the service"), "{}", r.text);
+    }
+    drop(mcp);
+    assert_no_canary(&env, BEARER);
+}
+
 /// Rule 6: a body that is gzip or zlib data without a Content-Encoding that
 /// says so (`application/gzip`, or compressed bytes sent as plain) would
 /// reach the agent as base64 it can decompress. vaultd decompresses such a

@@ -606,14 +606,15 @@ async fn finish_body(
     svc: &Arc<ServiceRuntime>,
     body: Vec<u8>,
     truncated: bool,
-) -> Result<Vec<u8>, Refusal> {
-    if body.len() <= SCRUB_INLINE_MAX && !looks_compressed(&body) {
-        return finish_body_now(svc, body, truncated, &AtomicBool::new(false));
+    coding: Coding,
+) -> Result<(Vec<u8>, bool), Refusal> {
+    if coding == Coding::Identity && body.len() <= SCRUB_INLINE_MAX && !looks_compressed(&body) {
+        return finish_body_now(svc, body, truncated, coding, &AtomicBool::new(false));
     }
     let svc = Arc::clone(svc);
     let stop = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
-    tokio::task::spawn_blocking(move || finish_body_now(&svc, body, truncated, &stop))
+    tokio::task::spawn_blocking(move || finish_body_now(&svc, body, truncated, coding, &stop))
         .await
         .unwrap_or_else(|_| {
             Err(Refusal::new(
@@ -623,12 +624,16 @@ async fn finish_body(
         })
 }
 
+/// [`finish_body`]'s work, after decoding a body the upstream compressed
+/// ([`decode_body`]); returns the body and whether it was cut.
 fn finish_body_now(
     svc: &ServiceRuntime,
-    mut body: Vec<u8>,
+    body: Vec<u8>,
     truncated: bool,
+    coding: Coding,
     stop: &AtomicBool,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<(Vec<u8>, bool), Refusal> {
+    let (mut body, truncated) = decode_body(svc, body, truncated, coding, stop)?;
     refuse_compressed_credential(svc, &body, truncated, stop)?;
     if stop.load(Ordering::Relaxed) {
         return Err(abandoned());
@@ -640,7 +645,138 @@ fn finish_body_now(
     } else {
         svc.scrubber.scrub(&mut body);
     }
-    Ok(body)
+    Ok((body, truncated))
+}
+
+/// A response body's content coding, from every `Content-Encoding` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Coding {
+    Identity,
+    Gzip,
+    /// zlib-wrapped, as HTTP means it, or raw deflate, as some servers send it.
+    Deflate,
+}
+
+/// Reads the codings of every `Content-Encoding` line (reqwest's own
+/// decoding is off: it reads only the first line, and drops the rest when it
+/// decodes). vaultd sends `Accept-Encoding: identity`; a single gzip or
+/// deflate sent anyway is decoded by [`decode_body`]. Anything else, or
+/// codings stacked, could reach the agent as a compressed copy of a
+/// credential (rule 6) and is refused: `Err` names what was sent.
+fn content_coding(headers: &reqwest::header::HeaderMap) -> Result<Coding, String> {
+    let mut codings = Vec::new();
+    for value in headers.get_all(reqwest::header::CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(value.as_bytes()).to_ascii_lowercase();
+        codings.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && *c != "identity")
+                .map(str::to_owned),
+        );
+    }
+    match codings.as_slice() {
+        [] => Ok(Coding::Identity),
+        [c] if c == "gzip" || c == "x-gzip" => Ok(Coding::Gzip),
+        [c] if c == "deflate" => Ok(Coding::Deflate),
+        _ => Err(format!(
+            "Content-Encoding {:?}",
+            clip(&codings.join(", "), 80)
+        )),
+    }
+}
+
+/// Decodes a body sent with a gzip or deflate coding, to at most
+/// `max_response_bytes` (the rest is cut, `truncated`). A damaged stream,
+/// or bytes after its end, is refused: a partial body is never returned as
+/// complete, and the agent must not get compressed data past the end
+/// unchecked. A stream cut at `max_response_bytes` on the way in decodes as
+/// far as it goes, and is returned truncated.
+fn decode_body(
+    svc: &ServiceRuntime,
+    body: Vec<u8>,
+    truncated: bool,
+    coding: Coding,
+    stop: &AtomicBool,
+) -> Result<(Vec<u8>, bool), Refusal> {
+    use flate2::bufread::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
+    if coding == Coding::Identity || body.is_empty() {
+        return Ok((body, truncated));
+    }
+    let max = svc.service.max_response_bytes as usize;
+    let damaged = |why: String| {
+        Refusal::new(
+            codes::UPSTREAM_ERROR,
+            format!(
+                "service {:?} answered with a damaged {} body ({why}); it was discarded. Retry later or ask the user to check the service",
+                svc.service.name,
+                if coding == Coding::Gzip {
+                    "gzip"
+                } else {
+                    "deflate"
+                },
+            ),
+        )
+    };
+    let input: &[u8] = &body;
+    let mut out = Vec::new();
+    let cut = match coding {
+        Coding::Gzip => inflate(MultiGzDecoder::new(input), &mut out, max, stop),
+        Coding::Deflate if looks_compressed(input) => {
+            let mut z = ZlibDecoder::new(input);
+            let cut = inflate(&mut z, &mut out, max, stop);
+            cut.and_then(|cut| match z.into_inner() {
+                rest if !cut && !rest.is_empty() => {
+                    Err(format!("{} bytes after its end", rest.len()))
+                }
+                _ => Ok(cut),
+            })
+        }
+        _ => {
+            let mut d = DeflateDecoder::new(input);
+            let cut = inflate(&mut d, &mut out, max, stop);
+            cut.and_then(|cut| match d.into_inner() {
+                rest if !cut && !rest.is_empty() => {
+                    Err(format!("{} bytes after its end", rest.len()))
+                }
+                _ => Ok(cut),
+            })
+        }
+    };
+    if stop.load(Ordering::Relaxed) {
+        return Err(abandoned());
+    }
+    match cut {
+        Ok(cut) => Ok((out, cut || truncated)),
+        // Cut on the way in: what decodes before the cut is the answer.
+        Err(_) if truncated => Ok((out, true)),
+        Err(why) => Err(damaged(why)),
+    }
+}
+
+/// Reads `decoder` into `out` up to `max` bytes; `Ok(true)` when there was
+/// more (cut), `Err` when the stream is damaged.
+fn inflate(
+    mut decoder: impl std::io::Read,
+    out: &mut Vec<u8>,
+    max: usize,
+    stop: &AtomicBool,
+) -> Result<bool, String> {
+    let mut chunk = zeroize::Zeroizing::new(vec![0u8; 64 << 10]);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let n = decoder.read(&mut chunk).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let room = max - out.len();
+        if n > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok(true);
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// The result of a body check whose call is gone (nobody reads it).
@@ -810,23 +946,23 @@ async fn call_upstream(
             shared_connection.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let status = resp.status().as_u16() as u32;
-        if let Some(enc) = resp.headers().get(reqwest::header::CONTENT_ENCODING)
-            && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
-        {
-            return Err(Refusal::new(
+        let coding = content_coding(resp.headers()).map_err(|what| {
+            Refusal::new(
                 codes::UPSTREAM_ERROR,
                 format!(
-                    "service {:?} answered with an unsupported content-encoding; the body was discarded (it could not be checked for credentials)",
+                    "service {:?} answered with {what}, which vaultd cannot decode (it asks for an uncompressed answer, and decodes only a single gzip or deflate); the body was discarded, as it could not be checked for credentials. Ask the user to check the service",
                     svc.service.name
                 ),
-            ));
-        }
+            )
+        })?;
         let mut out_headers = Vec::new();
         for (name, value) in resp.headers() {
             if matches!(
                 name.as_str(),
                 "content-length" | "transfer-encoding" | "connection" | "keep-alive"
-            ) {
+            ) || (coding != Coding::Identity && name == reqwest::header::CONTENT_ENCODING)
+            {
+                // The body goes back decoded.
                 continue;
             }
             // Scrub the raw bytes first: a lossy UTF-8 conversion could break a
@@ -852,7 +988,7 @@ async fn call_upstream(
             body.extend_from_slice(&chunk);
         }
         drop(resp); // HTTP/1.1: a truncated body's connection is closed, not pooled
-        let body = finish_body(svc, body, truncated).await?;
+        let (body, truncated) = finish_body(svc, body, truncated, coding).await?;
         Ok(ExecuteResponse {
             status,
             headers: out_headers,

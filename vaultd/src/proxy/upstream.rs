@@ -265,6 +265,13 @@ pub fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .referer(false)
+        // An answer the agent gets must be checked for credentials first:
+        // ask for it uncompressed (a gzip or deflate sent anyway is decoded
+        // by vaultd, see `proxy::content_coding`; reqwest decodes nothing).
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::ACCEPT_ENCODING,
+            reqwest::header::HeaderValue::from_static("identity"),
+        )]))
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60))
