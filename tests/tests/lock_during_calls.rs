@@ -401,3 +401,74 @@ fn unlock_for_in_vaultd_toml_times_every_unlock_without_for() {
     );
     env.ctl(&["audit", "verify"]).assert_ok();
 }
+
+/// The agent (same uid) can move, delete or replace the socket, so that
+/// `vaultctl lock` no longer reaches vaultd. Before, lock then said "vaultd
+/// is not running" and exited 0 while vaultd stayed unlocked and served the
+/// open MCP session. Now lock finds the daemon through the kernel's record
+/// of who holds the vault's instance lock (`vault.bin.lock`) and kills it;
+/// and vaultd, by itself, locks and exits non-zero (systemd restarts it)
+/// within a second of its socket path changing.
+#[test]
+fn lock_stops_a_vaultd_its_socket_no_longer_leads_to() {
+    let up = Upstream::start(TlsKind::Good);
+
+    // vaultctl lock, with vaultd frozen so that only lock can end it.
+    let env = VaultEnv::new();
+    let mut d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
+        .assert_ok();
+    d.sigstop();
+    let socket = env.socket_path();
+    std::fs::rename(&socket, socket.with_file_name("moved.sock")).unwrap();
+    let out = env.ctl(&["lock"]);
+    out.assert_ok();
+    assert!(
+        out.stdout
+            .contains(&format!("vaultd (pid {}) could not be reached", d.pid())),
+        "{out}"
+    );
+    let st = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("vaultd still runs after lock");
+    assert!(!st.success(), "{st:?}");
+    mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
+        .assert_refused("unavailable");
+    // With no vaultd holding the vault, lock says so (and succeeds).
+    let again = env.ctl(&["lock"]);
+    again.assert_ok();
+    assert!(again.stdout.contains("nothing holds"), "{again}");
+    drop(mcp);
+
+    // vaultd by itself: its socket replaced by a regular file.
+    let env = VaultEnv::new();
+    let mut d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
+        .assert_ok();
+    let socket = env.socket_path();
+    let replaced = Instant::now();
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::write(&socket, b"not a socket").unwrap();
+    let st = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("vaultd did not notice");
+    println!(
+        "vaultd exited {:?} after its socket was replaced",
+        replaced.elapsed()
+    );
+    assert!(!st.success(), "{st:?}");
+    let log = d.stderr();
+    assert!(log.contains("was replaced by another file"), "{log}");
+    assert!(
+        log.contains("vault locked") || log.contains("locking"),
+        "{log}"
+    );
+    // What the agent put there is left alone.
+    assert_eq!(std::fs::read(&socket).unwrap(), b"not a socket");
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}

@@ -1297,11 +1297,10 @@ async fn lock() -> anyhow::Result<i32> {
         Ok(Err(e))
             if matches!(
                 e.downcast_ref::<ConnectError>(),
-                Some(ConnectError::NotRunning { .. })
+                Some(ConnectError::NotRunning { .. } | ConnectError::Connect { .. })
             ) =>
         {
-            outln!("vaultd is not running: nothing holds the keys");
-            Ok(0)
+            lock_unreachable(&path, &e).await
         }
         Ok(Err(e))
             if !matches!(
@@ -1313,6 +1312,90 @@ async fn lock() -> anyhow::Result<i32> {
         }
         _ => kill_unresponsive(&path).await,
     }
+}
+
+/// `lock` when the socket does not lead to a daemon: nothing there, a file
+/// of another kind, or a connection queue filled while vaultd is stopped
+/// (the agent, same uid, can do each). The daemon serving this vault is the
+/// process holding its instance lock (`vault.bin.lock`) as the kernel lists
+/// it; that one is ended. Only when no process holds it is there nothing
+/// to lock. (vaultd itself also locks and exits within a second when its
+/// socket is removed or replaced.)
+async fn lock_unreachable(path: &Path, why: &anyhow::Error) -> anyhow::Result<i32> {
+    let dirs = Dirs::from_env(None)?;
+    let mut name = dirs
+        .vault_file
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    name.push(".lock");
+    let instance_lock = dirs.vault_file.with_file_name(name);
+    let holder = match crate::sys::flock_holder(&instance_lock) {
+        Ok(holder) => holder,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(anyhow!(
+                "cannot reach vaultd ({why}), nor tell which process holds {} ({e}): end vaultd yourself (`systemctl --user stop vaultd`)",
+                instance_lock.display()
+            ));
+        }
+    };
+    let Some(pid) = holder else {
+        if matches!(
+            why.downcast_ref::<ConnectError>(),
+            Some(ConnectError::NotRunning { .. })
+        ) {
+            outln!("vaultd is not running: nothing holds the keys");
+        } else {
+            outln!(
+                "no vaultd has {} open: nothing holds its keys (the socket could not be used: {why})",
+                dirs.vault_file.display()
+            );
+        }
+        return Ok(0);
+    };
+    end_daemon(pid, &format!("holds {}", instance_lock.display()), false)?;
+    outln!(
+        "vaultd (pid {pid}) could not be reached at {} and was killed: no key stays in memory",
+        path.display()
+    );
+    Ok(0)
+}
+
+/// SIGKILLs `pid`, a process of this user, and waits (up to 1 s) until it
+/// is gone; `what` says how it was found. Found other than by the socket's
+/// kernel credentials, it must also be named vaultd.
+fn end_daemon(pid: u32, what: &str, by_socket: bool) -> anyhow::Result<()> {
+    let (name, uid) = crate::sys::process_name_and_uid(pid)
+        .with_context(|| format!("cannot inspect process {pid}, which {what}"))?;
+    if uid != crate::sys::getuid() {
+        bail!(
+            "the process that {what} (pid {pid}) belongs to uid {uid}, not to you: not touching it"
+        );
+    }
+    if !by_socket && name != "vaultd" {
+        bail!(
+            "the process that {what} (pid {pid}) is {name:?}, not vaultd: not touching it; end it yourself if it is vaultd under another name"
+        );
+    }
+    crate::sys::kill_process(pid)
+        .with_context(|| format!("vaultd (pid {pid}) did not answer and could not be killed"))?;
+    for _ in 0..100 {
+        // Gone, or a zombie (its memory is already freed; only its parent can reap it).
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => break,
+            Ok(stat)
+                if stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
+            {
+                break;
+            }
+            Ok(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// Ends the process behind the socket (found through its kernel credentials).
@@ -1332,30 +1415,7 @@ async fn kill_unresponsive(path: &Path) -> anyhow::Result<i32> {
         .pid()
         .and_then(|p| u32::try_from(p).ok())
         .ok_or_else(|| anyhow!("the socket did not name the daemon's pid"))?;
-    if cred.uid() != crate::sys::getuid() {
-        bail!(
-            "the process behind {} (pid {pid}) belongs to uid {}, not to you: not touching it",
-            path.display(),
-            cred.uid()
-        );
-    }
-    crate::sys::kill_process(pid)
-        .with_context(|| format!("vaultd (pid {pid}) did not answer and could not be killed"))?;
-    for _ in 0..100 {
-        // Gone, or a zombie (its memory is already freed; only its parent can reap it).
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => break,
-            Ok(stat)
-                if stat
-                    .rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
-            {
-                break;
-            }
-            Ok(_) => {}
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    end_daemon(pid, &format!("listens on {}", path.display()), true)?;
     outln!("vaultd (pid {pid}) did not answer within 2 s and was killed: no key stays in memory");
     Ok(0)
 }

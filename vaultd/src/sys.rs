@@ -120,6 +120,58 @@ pub fn kill_process(pid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The pid of the process holding a `flock` on `path`'s file, as the kernel
+/// lists it in /proc/locks (which nothing in the file can forge); None when
+/// no process holds one. vaultd's instance locks are flocks (std's
+/// `File::try_lock`).
+pub fn flock_holder(path: &std::path::Path) -> io::Result<Option<u32>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)?;
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    Ok(flock_holder_in(
+        &std::fs::read_to_string("/proc/locks")?,
+        &id,
+    ))
+}
+
+/// [`flock_holder`]'s parse of /proc/locks lines such as
+/// `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF` (a waiter's line has
+/// `->` after the number, and so no match).
+fn flock_holder_in(locks: &str, id: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [_, "FLOCK", _, _, pid, dev_ino, ..] if *dev_ino == id => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+/// The name (`comm`) and real uid of process `pid`, from /proc/PID/status
+/// (readable for any process, dumpable or not).
+pub fn process_name_and_uid(pid: u32) -> io::Result<(String, u32)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .ok_or_else(|| io::Error::other(format!("no {key} in /proc/{pid}/status")))
+    };
+    let name = field("Name:")?.to_string();
+    let uid = field("Uid:")?
+        .split_whitespace()
+        .next()
+        .and_then(|u| u.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad Uid: in /proc/{pid}/status")))?;
+    Ok((name, uid))
+}
+
 /// Reads from the already-open descriptor `fd` of this process, at its
 /// current position (read(2): pipes, sockets, terminals and files alike; the
 /// descriptor stays open and its offset moves past what was read). Retries on
@@ -320,4 +372,35 @@ pub fn ptrace_traceme() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flock_holders_are_read_from_proc_locks() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 4242 fe:00:77 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 99 fe:00:78 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 31 fe:00:78 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 555 fe:01:78 0 EOF\n";
+        assert_eq!(super::flock_holder_in(locks, "fe:00:77"), Some(4242));
+        assert_eq!(super::flock_holder_in(locks, "fe:00:78"), None);
+        assert_eq!(super::flock_holder_in(locks, "fe:01:78"), Some(555));
+        // A lock this process holds, read back through the kernel.
+        let dir = std::env::temp_dir().join(format!("vaultd-flock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.lock");
+        let f = std::fs::File::create(&path).unwrap();
+        assert_eq!(super::flock_holder(&path).unwrap(), None);
+        f.try_lock().unwrap();
+        assert_eq!(
+            super::flock_holder(&path).unwrap(),
+            Some(std::process::id())
+        );
+        drop(f);
+        assert_eq!(super::flock_holder(&path).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (name, uid) = super::process_name_and_uid(std::process::id()).unwrap();
+        assert!(!name.is_empty());
+        assert_eq!(uid, super::getuid());
+    }
 }

@@ -120,6 +120,8 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", dirs.socket.display()))?;
     std::fs::set_permissions(&dirs.socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", dirs.socket.display()))?;
+    let bound = file_id(&dirs.socket)
+        .with_context(|| format!("cannot inspect {}", dirs.socket.display()))?;
     let roots = vaultd::proxy::upstream::load_system_roots();
     // Reads cgroup files, which the sandbox closes.
     let workers = match config.worker_threads {
@@ -170,14 +172,25 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         // stop taking connections and wait for the open ones, at most
         // SHUTDOWN_GRACE: a client that keeps a stream open cannot keep the
         // daemon (or its keys) alive.
+        //
+        // A socket removed or replaced (which the agent can do: same uid)
+        // leaves `vaultctl lock` unable to reach this daemon: it locks and
+        // exits non-zero, so that systemd starts it again, locked, on a new
+        // socket.
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<String>();
         let shutdown = {
             let daemon = daemon.clone();
+            let socket_path = socket_path.clone();
             async move {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
                 tokio::select! {
                     _ = term.recv() => {},
                     _ = tokio::signal::ctrl_c() => {},
+                    why = socket_lost(&socket_path, bound) => {
+                        tracing::error!("{why}: `vaultctl lock` can no longer reach this daemon, so it locks and exits (systemd starts it again, locked)");
+                        let _ = lost_tx.send(why);
+                    }
                 }
                 tracing::info!("shutting down: locking the vault");
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -212,6 +225,10 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             ),
         }
         daemon.lock().await;
+        if let Ok(why) = lost_rx.await {
+            // Whatever is at the path now is not ours to remove.
+            anyhow::bail!("{why}; locked and exiting: start vaultd again");
+        }
         let _ = std::fs::remove_file(&socket_path);
         drop(lock_file);
         drop(vault_lock);
@@ -222,6 +239,30 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     // stopped, and a large KDF takes many seconds).
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     served
+}
+
+/// How often the socket's path is checked to still name the bound socket.
+const SOCKET_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A file's (device, inode), not following a link.
+fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path).map(|m| (m.dev(), m.ino()))
+}
+
+/// Returns (why) once `path` no longer names the socket vaultd bound.
+async fn socket_lost(path: &Path, bound: (u64, u64)) -> String {
+    loop {
+        tokio::time::sleep(SOCKET_CHECK).await;
+        match file_id(path) {
+            Ok(id) if id == bound => {}
+            Ok(_) => return format!("the socket {} was replaced by another file", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return format!("the socket {} was removed or moved", path.display());
+            }
+            Err(_) => {} // a passing error: look again
+        }
+    }
 }
 
 /// Opens `guarded`'s lock file (`NAME.lock` beside it) and takes an
