@@ -227,6 +227,8 @@ fn table(other_port: u16) -> Vec<Row> {
         ("dot before ;", "/v1/.;/echo"),
         ("overlong UTF-8 dot", "/v1/%C0%AE%C0%AE/admin/echo"),
         ("fullwidth dot", "/v1/%EF%BC%8E%EF%BC%8E/admin/echo"),
+        ("two-dot leader under NFKC", "/v1/x/%EF%B8%B0/admin/echo"),
+        ("Greek question mark (;)", "/v1/..%CD%BE/admin/echo"),
         // encoded slash and backslash
         ("encoded slash", "/v1/echo%2F..%2Fadmin"),
         ("encoded slash lowercase", "/v1/echo%2f..%2fadmin"),

@@ -76,9 +76,25 @@ const METHOD_LIST: &str = "GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS";
 const RULE_FORM: &str = "expected \"METHOD /path\" with one space, e.g. \"GET /repos/*/*/issues\" \
      (METHOD uppercase or *, '*' = one segment, '**' = any number of segments)";
 
-/// Decoded characters refused in a path: they are not dots or slashes, but
-/// NFKC normalization or Windows "best fit" mapping turns them into `.`, `/`,
-/// `\`, `?`, `#`, `;` or `%` on some servers.
+/// Path syntax that a decoded non-ASCII character must not turn into under
+/// NFKC (which some servers apply to the decoded path): U+FE30 becomes
+/// `..`, U+037E `;`, U+FE16 `?`.
+const PATH_SYNTAX: [char; 7] = ['.', '/', '\\', '?', '#', ';', '%'];
+
+/// Whether NFKC (compatibility) normalization turns `c` into path syntax or
+/// a control character.
+fn normalizes_to_syntax(c: char) -> bool {
+    use unicode_normalization::UnicodeNormalization as _;
+    !c.is_ascii()
+        && std::iter::once(c)
+            .nfkc()
+            .any(|n| PATH_SYNTAX.contains(&n) || n.is_control())
+}
+
+/// Decoded characters refused in a path besides [`normalizes_to_syntax`]:
+/// Windows "best fit" mapping turns them into `.`, `/`, `\`, `?`, `#`, `;`
+/// or `%` on some servers, and line separators end a line in some logs.
+/// (Several are NFKC's too; they stay listed.)
 const CONFUSABLES: [char; 28] = [
     '\u{2024}', // ONE DOT LEADER -> "."
     '\u{2025}', // TWO DOT LEADER -> ".."
@@ -476,7 +492,7 @@ fn check_segment(segment: &str) -> Result<(), String> {
     })?;
     if let Some(c) = text
         .chars()
-        .find(|c| c.is_control() || CONFUSABLES.contains(c))
+        .find(|c| c.is_control() || CONFUSABLES.contains(c) || normalizes_to_syntax(*c))
     {
         return Err(format!(
             "path segment {shown} decodes to {}, which some servers read as a control \
@@ -1248,6 +1264,15 @@ mod tests {
         "/%E2%80%A5/x",
         "/a%C2%85b",
         "/a%E2%80%A8b",
+        // ... or NFKC turns into dot segments, `;`, `?` (U+FE30, U+FE19,
+        // U+037E, U+FE14, U+FE16, U+2047, U+2488 "1.")
+        "/v1/x/%EF%B8%B0/admin",
+        "/%EF%B8%99/x",
+        "/v1/..%CD%BE/admin",
+        "/a%EF%B8%94b",
+        "/a%EF%B8%96b",
+        "/a%E2%81%87b",
+        "/%E2%92%88",
         // bad percent syntax
         "/a%zz",
         "/a%2",
@@ -1315,6 +1340,11 @@ mod tests {
             "/.a.",
             "/caf%C3%A9",
             "/%E2%82%AC",
+            // non-ASCII that NFKC turns into letters, digits or a space
+            "/%EF%BC%A1",
+            "/%C2%B2",
+            "/%C2%A0",
+            "/%E6%97%A5%E6%9C%AC",
             "/a%2Bb",
             "/a%40b",
             "/a%3Ab",
