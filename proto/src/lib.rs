@@ -35,6 +35,12 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// request against it before sending (vaultctl names it for a big secret or policy).
 pub const MAX_REQUEST_BYTES: usize = 11 << 20;
 
+/// The largest reply vaultd encodes and vault-mcp decodes: an `Execute`
+/// response body of up to 256 MiB (the policy's largest
+/// `max_response_bytes`) plus its headers. A smaller bound in the shim would
+/// turn a call the upstream already answered into `unavailable`.
+pub const MAX_REPLY_BYTES: usize = 300 << 20;
+
 /// Redacting `Debug` for the messages whose derived one build.rs suppressed:
 /// they carry a passphrase, a secret value or an agent token.
 mod redacted_debug {

@@ -50,10 +50,6 @@ pub const EXECUTE_DEADLINE: Duration = Duration::from_secs(300);
 const PROBE_EVERY: Duration = Duration::from_secs(10);
 /// How long that check may take before the daemon counts as hung.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest reply accepted (a response body is capped by the service's `max_response_bytes`).
-const MAX_REPLY: usize = 64 * 1024 * 1024;
-/// Largest request sent (a 10 MiB body plus headers and query).
-const MAX_REQUEST: usize = render::MAX_REQUEST_BODY + 1024 * 1024;
 
 type Client = VaultClient<Channel>;
 
@@ -68,8 +64,15 @@ struct Conn {
 /// vaultd, as seen from the shim: where it listens and the current connection.
 pub struct Daemon {
     socket: Result<PathBuf, Refusal>,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    conn: tokio::sync::Mutex<Slot>,
     next_id: AtomicU64,
+}
+
+/// The current connection, and how the last dial failed (and when).
+#[derive(Default)]
+struct Slot {
+    conn: Option<Conn>,
+    failed: Option<(Instant, Refusal)>,
 }
 
 /// Why a call to vaultd got no answer.
@@ -136,7 +139,7 @@ impl Daemon {
     pub fn new(socket: Result<PathBuf, Refusal>) -> Self {
         Self {
             socket,
-            conn: tokio::sync::Mutex::new(None),
+            conn: tokio::sync::Mutex::new(Slot::default()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -264,33 +267,49 @@ impl Daemon {
     }
 
     /// The current connection, or a fresh, handshaken one.
+    /// A dial that fails while other calls wait for it answers them too:
+    /// calls made together while the daemon hangs are all refused after one
+    /// [`HELLO_TIMEOUT`], not one timeout after another.
     async fn conn(&self) -> Result<Conn, Refusal> {
         let socket = self.socket()?;
+        let arrived = Instant::now();
         let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
+        if let Some(conn) = slot.conn.as_ref() {
             if !conn.closed.load(Ordering::Acquire) {
                 return Ok(conn.clone());
             }
             eprintln!("vault-mcp: vaultd closed the connection; dialling again");
-            *slot = None;
+            slot.conn = None;
+        }
+        if let Some((at, refusal)) = &slot.failed
+            && *at > arrived
+        {
+            return Err(refusal.clone());
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (conn, daemon_version) = dial(socket, id)
-            .await
-            .map_err(|e| render::connect_failed(&e))?;
-        eprintln!(
-            "vault-mcp: connected to vaultd {daemon_version} at {}",
-            socket.display()
-        );
-        *slot = Some(conn.clone());
-        Ok(conn)
+        match dial(socket, id).await {
+            Ok((conn, daemon_version)) => {
+                eprintln!(
+                    "vault-mcp: connected to vaultd {daemon_version} at {}",
+                    socket.display()
+                );
+                slot.failed = None;
+                slot.conn = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                let refusal = render::connect_failed(&e);
+                slot.failed = Some((Instant::now(), refusal.clone()));
+                Err(refusal)
+            }
+        }
     }
 
     /// Drops connection `id` if it is still the current one, so the next call dials.
     async fn forget(&self, id: u64) {
         let mut slot = self.conn.lock().await;
-        if slot.as_ref().is_some_and(|c| c.id == id) {
-            *slot = None;
+        if slot.conn.as_ref().is_some_and(|c| c.id == id) {
+            slot.conn = None;
         }
     }
 }
@@ -370,8 +389,8 @@ async fn dial(socket: &Path, id: u64) -> Result<(Conn, String), ConnectError> {
         }),
     );
     let mut client = VaultClient::new(channel)
-        .max_decoding_message_size(MAX_REPLY)
-        .max_encoding_message_size(MAX_REQUEST);
+        .max_decoding_message_size(vault_proto::MAX_REPLY_BYTES)
+        .max_encoding_message_size(vault_proto::MAX_REQUEST_BYTES);
 
     let hello = client.hello(HelloRequest {
         client_protocol: PROTOCOL_VERSION,

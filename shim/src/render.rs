@@ -265,9 +265,47 @@ pub fn body_too_large(len: usize) -> Refusal {
     Refusal::new(
         BAD_REQUEST,
         format_args!(
-            "the request body is {len} bytes; the limit is 10 MiB ({MAX_REQUEST_BODY} bytes)"
+            "the request body is {len} bytes; the limit is 10 MiB ({MAX_REQUEST_BODY} bytes): send a smaller body (in parts, if the API allows)"
         ),
     )
+}
+
+/// Refuses an `Execute` whose message would exceed what vaultd decodes
+/// ([`vault_proto::MAX_REQUEST_BYTES`], with room for the agent's token),
+/// naming its largest part.
+pub fn check_request_size(req: &vault_proto::v1::ExecuteRequest) -> Result<(), Refusal> {
+    use prost::Message as _;
+    const TOKEN_ROOM: usize = 4096;
+    let len = req.encoded_len();
+    if len + TOKEN_ROOM <= vault_proto::MAX_REQUEST_BYTES {
+        return Ok(());
+    }
+    let pairs = |p: &[vault_proto::v1::Header]| {
+        p.iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+    };
+    let parts = [
+        ("body", req.body.len()),
+        ("headers", pairs(&req.headers)),
+        ("query", pairs(&req.query)),
+        ("reason", req.reason.len()),
+        ("path", req.path.len()),
+        ("capability", req.capability.len()),
+        ("method", req.method.len()),
+    ];
+    let (largest, size) = parts
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .copied()
+        .unwrap_or(("body", 0));
+    Err(Refusal::new(
+        BAD_REQUEST,
+        format_args!(
+            "the request is {len} bytes in all, its {largest} {size} of them; the limit is {} bytes: send a shorter {largest}",
+            vault_proto::MAX_REQUEST_BYTES - TOKEN_ROOM
+        ),
+    ))
 }
 
 fn detail_or<'a>(detail: &'a str, fallback: &'a str) -> &'a str {

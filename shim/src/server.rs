@@ -220,6 +220,10 @@ impl VaultMcp {
             body: body.into_bytes().into(),
             reason: args.reason.unwrap_or_default(),
         };
+        // The body alone fits; with long headers, query or reason the whole
+        // message could still pass the daemon's limit, which the connection
+        // would report as lost (and the call as possibly made).
+        render::check_request_size(&req)?;
         // Each attempt sends a copy; the body (`Bytes`) is shared, not copied.
         let reply = self
             .as_agent(|token| {

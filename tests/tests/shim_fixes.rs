@@ -556,3 +556,68 @@ fn a_daemon_that_hangs_during_an_execute_is_reported_in_seconds() {
     drop(mcp);
     assert_no_canary(&env, CANARY);
 }
+
+/// Calls made together on a fresh session while vaultd hangs share one
+/// handshake: all are refused after one handshake timeout (5 s). Before,
+/// each waited behind the others' handshakes: 5, 10, ... 30 s for six.
+#[test]
+fn calls_made_together_to_a_hung_daemon_are_refused_together() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let d = setup(&up, &env);
+    let token = env.add_agent("a");
+    let stopped = Stopped(&d);
+    d.sigstop();
+    let mcp = env.mcp(&token); // no connection yet: the first call dials
+    let t = Instant::now();
+    let took: Vec<f64> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = mcp.call_timeout("vault_status", json!({}), Duration::from_secs(60));
+                    r.assert_refused("unavailable");
+                    assert!(r.text.contains("did not answer within 5 s"), "{}", r.text);
+                    t.elapsed().as_secs_f64()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    println!("six calls to a hung daemon refused after {took:.1?} s");
+    assert!(took.iter().all(|&s| s < 8.0), "{took:?}");
+    drop(stopped);
+    assert_eq!(
+        mcp.call("vault_status", json!({})).assert_ok()["state"],
+        "unlocked"
+    );
+}
+
+/// A request within the body limit whose other parts make the message
+/// larger than vaultd accepts is refused `bad_request` by vault-mcp, naming
+/// the part. Before, the failed send was reported as a lost connection:
+/// "vaultd is not running ... the request may or may not have reached the API".
+#[test]
+fn a_request_too_large_in_all_is_refused_naming_its_largest_part() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = setup(&up, &env);
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    let mut big_reason = echo();
+    big_reason["reason"] = json!("r".repeat(12 << 20));
+    let mut big_header = echo();
+    big_header["method"] = json!("POST");
+    big_header["body"] = json!("b".repeat(10 << 20));
+    big_header["headers"] = json!({"X-Big": "h".repeat(2 << 20)});
+    for (args, part) in [(big_reason, "its reason"), (big_header, "its body")] {
+        let r = mcp.execute(args);
+        r.assert_refused("bad_request");
+        assert!(
+            r.text.contains(part) && r.text.contains("send a shorter"),
+            "{}",
+            &r.text[..r.text.len().min(400)]
+        );
+    }
+    assert_eq!(up.request_count(), 0);
+    mcp.execute(echo()).assert_ok();
+}

@@ -20,8 +20,10 @@ use crate::proxy::request::Rule;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default response size cap.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 1024 * 1024;
-/// Largest allowed response cap.
+/// Largest allowed response cap (within [`vault_proto::MAX_REPLY_BYTES`],
+/// which a reply's headers also need room in).
 pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 256 * 1024 * 1024;
+const _: () = assert!(MAX_RESPONSE_BYTES_LIMIT + (16 << 20) <= vault_proto::MAX_REPLY_BYTES as u64);
 /// Credentials shorter than this cannot be scrubbed reliably and are refused.
 pub const MIN_CREDENTIAL_LEN: usize = 8;
 

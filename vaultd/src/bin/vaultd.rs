@@ -214,7 +214,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 // Bodies up to 10 MiB must reach the proxy's own check (bad_request), not tonic's 4 MiB default.
                 vault_proto::v1::vault_server::VaultServer::new(service)
                     .max_decoding_message_size(vault_proto::MAX_REQUEST_BYTES)
-                    .max_encoding_message_size(300 << 20),
+                    .max_encoding_message_size(vault_proto::MAX_REPLY_BYTES),
             )
             .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(rx), shutdown);
         tokio::select! {
