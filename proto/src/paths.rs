@@ -22,6 +22,11 @@ pub enum PathError {
         /// Its value.
         value: String,
     },
+    /// `VAULTD_HOME` names something that is not a directory.
+    #[error(
+        "VAULTD_HOME={0} is not a directory: point it at a directory (created if missing), or unset it for the default locations"
+    )]
+    HomeNotADirectory(String),
 }
 
 fn absolute_var(var: &'static str) -> Result<Option<PathBuf>, PathError> {
@@ -43,7 +48,12 @@ fn absolute_var(var: &'static str) -> Result<Option<PathBuf>, PathError> {
 
 /// `VAULTD_HOME`, when set: one directory holding everything (tests, isolated instances).
 pub fn vaultd_home() -> Result<Option<PathBuf>, PathError> {
-    absolute_var("VAULTD_HOME")
+    match absolute_var("VAULTD_HOME")? {
+        Some(home) if home.exists() && !home.is_dir() => {
+            Err(PathError::HomeNotADirectory(home.display().to_string()))
+        }
+        home => Ok(home),
+    }
 }
 
 /// The socket path: `VAULTD_SOCKET`, else `VAULTD_HOME/vaultd.sock`, else

@@ -838,3 +838,71 @@ fn agent_add_keeps_links_and_other_agents_tokens() {
     add("b", &a_file).assert_ok();
     assert_ne!(std::fs::read(&a_file).unwrap(), a_token);
 }
+
+// ---------------------------------------------------------------------------
+/// Review findings on messages: a secret typed after `secret set NAME` is
+/// refused without being echoed (clap printed "unexpected argument
+/// 'VALUE'"); an invalid auth secret name, port 0 and an oversized rate are
+/// named as such; a policy that grants nothing says so; VAULTD_HOME naming a
+/// file is named.
+#[test]
+fn mistakes_are_named_without_echoing_a_secret() {
+    const ARGV_CANARY: &str = "CANARY-argv-7d1e55c0b3";
+    let (env, _d) = unlocked_env();
+    let out = env.ctl_pass(&["secret", "set", "gh", ARGV_CANARY]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("never on the command line")
+            && !out.stderr.contains(ARGV_CANARY)
+            && !out.stdout.contains(ARGV_CANARY),
+        "{out}"
+    );
+    assert!(env.ctl(&["secret", "list"]).stdout.trim().is_empty());
+
+    env.set_secret("tok", b"0123456789abcdef");
+    for (body, said) in [
+        (
+            r#"auth = { type = "bearer", secret = "bad name" }"#,
+            "must be 1-128 characters",
+        ),
+        (
+            r#"auth = { type = "bearer", secret = "tok" }
+[[capability]]
+name = "c"
+service = "s"
+rate_limit = "1000000000000/sec"
+allow = ["GET /**"]"#,
+            "more than the largest count",
+        ),
+    ] {
+        let file = env.write_input(
+            "p.toml",
+            format!("[[service]]\nname = \"s\"\nbase_url = \"https://h.example\"\n{body}\n")
+                .as_bytes(),
+        );
+        let out = env.ctl_pass(&["policy", "apply", file.to_str().unwrap()]);
+        out.assert_fail();
+        assert!(out.stderr.contains(said), "{out}");
+        assert!(!out.stderr.contains("vaultctl secret set bad"), "{out}");
+    }
+    let file = env.write_input(
+        "p.toml",
+        b"[[service]]\nname = \"s\"\nbase_url = \"https://h.example:0\"\nauth = { type = \"bearer\", secret = \"tok\" }\n",
+    );
+    let out = env.ctl_pass(&["policy", "apply", file.to_str().unwrap()]);
+    out.assert_fail();
+    assert!(out.stderr.contains("port 0"), "{out}");
+    let file = env.write_input("empty.toml", b"# nothing yet\n");
+    let out = env.ctl_pass(&["policy", "apply", file.to_str().unwrap()]);
+    out.assert_ok();
+    assert!(out.stderr.contains("grants no capability"), "{out}");
+
+    let not_a_dir = env.write_input("home-file", b"");
+    let out = env
+        .ctl_cmd(&["status"])
+        .env("VAULTD_HOME", not_a_dir.to_str().unwrap())
+        .env("VAULTD_SOCKET", "")
+        .run();
+    out.assert_fail();
+    assert!(out.stderr.contains("is not a directory"), "{out}");
+}

@@ -135,6 +135,10 @@ pub enum SecretCmd {
         /// Read the value from stdin (all of it; one trailing newline is dropped).
         #[arg(long)]
         from_stdin: bool,
+        /// A value typed after the name by mistake: refused, never echoed
+        /// (only its length is kept).
+        #[arg(hide = true, num_args = 0.., allow_hyphen_values = true, value_parser = stray_value)]
+        stray: Vec<usize>,
     },
     /// List secret names, one per line.
     List,
@@ -277,6 +281,12 @@ fn named_fds(cli: &Cli) -> Vec<(&'static str, u32)> {
         _ => {}
     }
     v
+}
+
+/// Keeps only the length of a value given on the command line to `secret
+/// set`, so that neither clap's errors nor any `Debug` of [`Cli`] show it.
+fn stray_value(value: &str) -> Result<usize, std::convert::Infallible> {
+    Ok(value.len())
 }
 
 /// Checks, before vaultctl opens any descriptor of its own, that every
@@ -652,7 +662,13 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 name,
                 from_fd,
                 from_stdin,
+                stray,
             } => {
+                if !stray.is_empty() {
+                    bail!(
+                        "secret set takes the value on stdin (--from-stdin), from a descriptor (--from-fd N) or from the terminal, never on the command line, where the process list and your shell history show it: run `vaultctl secret set {name}` and type it. The value you gave was not stored and is not shown here; remove it from your shell history, and if it is a real credential, consider it exposed and rotate it"
+                    );
+                }
                 crate::daemon::check_secret_name(&name)?;
                 let mut c = connect().await?;
                 // The passphrase first: from one descriptor, "PASSPHRASE\nVALUE".
@@ -1144,6 +1160,11 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
                 r.services,
                 r.capabilities
             );
+            if r.capabilities == 0 {
+                eprintln!(
+                    "warning: the policy grants no capability, so every agent's call is refused (no_such_capability): add [[capability]] entries and apply it again"
+                );
+            }
             for a in r.new_agents {
                 eprintln!("new agent {a}: give it a token with `vaultctl agent add {a}`");
             }

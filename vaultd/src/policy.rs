@@ -176,12 +176,21 @@ impl RateLimit {
         let (n, unit) = s.split_once('/').ok_or_else(|| {
             format!("rate_limit {s:?} must look like \"60/min\" (N/sec, N/min, N/hour or N/day)")
         })?;
-        let count: u32 = n
-            .trim()
-            .parse()
-            .ok()
-            .filter(|c| *c > 0)
-            .ok_or_else(|| format!("rate_limit {s:?}: {n:?} is not a positive whole number"))?;
+        let digits = n.trim();
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.bytes().all(|b| b == b'0')
+        {
+            return Err(format!(
+                "rate_limit {s:?}: {n:?} is not a positive whole number"
+            ));
+        }
+        let count: u32 = digits.parse().map_err(|_| {
+            format!(
+                "rate_limit {s:?}: {digits} is more than the largest count, {}; leave rate_limit out for no limit",
+                u32::MAX
+            )
+        })?;
         let per = match unit.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
             "m" | "min" | "minute" => Duration::from_secs(60),
@@ -503,6 +512,11 @@ pub fn normalize_base_url(raw: &str) -> Result<String, String> {
     if path.contains("//") || path.split('/').any(|s| s == "." || s == "..") {
         return Err(format!("base_url {raw:?} has an empty or dot path segment"));
     }
+    if url.port() == Some(0) {
+        return Err(format!(
+            "base_url {raw:?} names port 0, which no connection can use: write the service's port, or none for 443"
+        ));
+    }
     let mut base = format!("https://{}", url.host_str().unwrap_or_default());
     if let Some(port) = url.port() {
         let _ = write!(base, ":{port}");
@@ -692,7 +706,14 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Parsed, Vec<PolicyError>> 
         let auth = match auth {
             Ok(auth) => {
                 let secret = auth.secret();
-                if !ctx.secrets.contains(secret) {
+                if let Err(e) = crate::daemon::check_secret_name(secret) {
+                    err(
+                        auth_at,
+                        format!(
+                            "auth secret: {e}; name the secret as `vaultctl secret list` shows it"
+                        ),
+                    );
+                } else if !ctx.secrets.contains(secret) {
                     err(
                         auth_at,
                         format!(
@@ -1108,6 +1129,31 @@ rate_limit = "ten/min"
         );
         assert!(RateLimit::parse("0/min").is_err());
         assert!(RateLimit::parse("5/fortnight").is_err());
+        let big = RateLimit::parse("1000000000000/sec").unwrap_err();
+        assert!(
+            big.contains("more than the largest count, 4294967295"),
+            "{big}"
+        );
+        let big = RateLimit::parse("99999999999999999999999/sec").unwrap_err();
+        assert!(big.contains("more than the largest count"), "{big}");
+        assert!(
+            RateLimit::parse("-1/sec")
+                .unwrap_err()
+                .contains("not a positive whole number")
+        );
+    }
+
+    /// An auth secret whose name `secret set` would refuse is reported as
+    /// such, not as "unknown: add it with `vaultctl secret set bad name`".
+    #[test]
+    fn an_invalid_auth_secret_name_is_named_as_invalid() {
+        let cas = HashMap::new();
+        for name in ["bad name", ""] {
+            let policy = one_service(&format!("{{ type = \"bearer\", secret = \"{name}\" }}"), "");
+            let text = format_errors("p.toml", &parse(&policy, &ctx(&cas)).unwrap_err());
+            assert!(text.contains("must be 1-128 characters"), "{text}");
+            assert!(!text.contains("vaultctl secret set"), "{text}");
+        }
     }
 
     /// A one-service policy with `auth` and optional extra service lines.
@@ -1327,6 +1373,8 @@ rate_limit = "ten/min"
             "https://h.example:8443/v1"
         );
         assert!(normalize_base_url("https://u:p@h.example").is_err());
+        let zero = normalize_base_url("https://h.example:0/v1").unwrap_err();
+        assert!(zero.contains("port 0"), "{zero}");
         assert!(normalize_base_url("https://h.example/?q=1").is_err());
         assert!(normalize_base_url("ftp://h.example").is_err());
         assert_eq!(
