@@ -412,14 +412,18 @@ fn unlock_for_in_vaultd_toml_times_every_unlock_without_for() {
 #[test]
 fn lock_stops_a_vaultd_its_socket_no_longer_leads_to() {
     let up = Upstream::start(TlsKind::Good);
+    // An unlocked vaultd serving an open MCP session.
+    let serving = || {
+        let env = VaultEnv::new();
+        let d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+        let mcp = env.mcp(&env.add_agent("a"));
+        mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
+            .assert_ok();
+        (env, d, mcp)
+    };
 
     // vaultctl lock, with vaultd frozen so that only lock can end it.
-    let env = VaultEnv::new();
-    let mut d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
-    let token = env.add_agent("a");
-    let mcp = env.mcp(&token);
-    mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
-        .assert_ok();
+    let (env, mut d, mcp) = serving();
     d.sigstop();
     let socket = env.socket_path();
     std::fs::rename(&socket, socket.with_file_name("moved.sock")).unwrap();
@@ -443,12 +447,7 @@ fn lock_stops_a_vaultd_its_socket_no_longer_leads_to() {
     drop(mcp);
 
     // vaultd by itself: its socket replaced by a regular file.
-    let env = VaultEnv::new();
-    let mut d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
-    let token = env.add_agent("a");
-    let mcp = env.mcp(&token);
-    mcp.execute(json!({"capability": "c", "method": "GET", "path": "/v1/echo"}))
-        .assert_ok();
+    let (env, mut d, mcp) = serving();
     let socket = env.socket_path();
     let replaced = Instant::now();
     std::fs::remove_file(&socket).unwrap();

@@ -721,26 +721,20 @@ fn decode_body(
     let mut out = Vec::new();
     let cut = match coding {
         Coding::Gzip => inflate(MultiGzDecoder::new(input), &mut out, max, stop),
-        Coding::Deflate if looks_compressed(input) => {
-            let mut z = ZlibDecoder::new(input);
-            let cut = inflate(&mut z, &mut out, max, stop);
-            cut.and_then(|cut| match z.into_inner() {
-                rest if !cut && !rest.is_empty() => {
-                    Err(format!("{} bytes after its end", rest.len()))
-                }
-                _ => Ok(cut),
-            })
-        }
-        _ => {
-            let mut d = DeflateDecoder::new(input);
-            let cut = inflate(&mut d, &mut out, max, stop);
-            cut.and_then(|cut| match d.into_inner() {
-                rest if !cut && !rest.is_empty() => {
-                    Err(format!("{} bytes after its end", rest.len()))
-                }
-                _ => Ok(cut),
-            })
-        }
+        Coding::Deflate if looks_compressed(input) => inflate_to_end(
+            ZlibDecoder::new(input),
+            ZlibDecoder::into_inner,
+            &mut out,
+            max,
+            stop,
+        ),
+        _ => inflate_to_end(
+            DeflateDecoder::new(input),
+            DeflateDecoder::into_inner,
+            &mut out,
+            max,
+            stop,
+        ),
     };
     if stop.load(Ordering::Relaxed) {
         return Err(abandoned());
@@ -750,6 +744,23 @@ fn decode_body(
         // Cut on the way in: what decodes before the cut is the answer.
         Err(_) if truncated => Ok((out, true)),
         Err(why) => Err(damaged(why)),
+    }
+}
+
+/// [`inflate`] of a stream that ends by itself (zlib, raw deflate), then
+/// refuses input left after its end (`rest` gives it back): the agent must
+/// not get bytes past the stream unchecked.
+fn inflate_to_end<'a, D: std::io::Read>(
+    mut decoder: D,
+    rest: impl FnOnce(D) -> &'a [u8],
+    out: &mut Vec<u8>,
+    max: usize,
+    stop: &AtomicBool,
+) -> Result<bool, String> {
+    let cut = inflate(&mut decoder, out, max, stop)?;
+    match rest(decoder) {
+        left if !cut && !left.is_empty() => Err(format!("{} bytes after its end", left.len())),
+        _ => Ok(cut),
     }
 }
 
