@@ -470,4 +470,16 @@ fn lock_stops_a_vaultd_its_socket_no_longer_leads_to() {
     assert_eq!(std::fs::read(&socket).unwrap(), b"not a socket");
     drop(mcp);
     assert_no_canary(&env, CANARY);
+
+    // ... and when the socket's directory is moved and a file put in its
+    // place (the path then fails with ENOTDIR, not ENOENT).
+    let (env, mut d, mcp) = serving();
+    let dir = env.socket_path().parent().unwrap().to_path_buf();
+    std::fs::rename(&dir, dir.with_extension("moved")).unwrap();
+    std::fs::write(&dir, b"").unwrap();
+    d.wait_exit(Duration::from_secs(5))
+        .expect("vaultd did not notice its socket's directory replaced");
+    let log = d.stderr();
+    assert!(log.contains("can no longer be reached"), "{log}");
+    drop(mcp);
 }

@@ -858,6 +858,12 @@ fn mistakes_are_named_without_echoing_a_secret() {
         "{out}"
     );
     assert!(env.ctl(&["secret", "list"]).stdout.trim().is_empty());
+    let typo = env.ctl_pass(&["secret", "set", "gh", "--from-stdn"]);
+    typo.assert_fail();
+    assert!(
+        typo.stderr.contains("unknown option") && !typo.stderr.contains("rotate"),
+        "{typo}"
+    );
 
     env.set_secret("tok", b"0123456789abcdef");
     for (body, said) in [

@@ -138,7 +138,7 @@ pub enum SecretCmd {
         /// A value typed after the name by mistake: refused, never echoed
         /// (only its length is kept).
         #[arg(hide = true, num_args = 0.., allow_hyphen_values = true, value_parser = stray_value)]
-        stray: Vec<usize>,
+        stray: Vec<Stray>,
     },
     /// List secret names, one per line.
     List,
@@ -283,10 +283,21 @@ fn named_fds(cli: &Cli) -> Vec<(&'static str, u32)> {
     v
 }
 
-/// Keeps only the length of a value given on the command line to `secret
-/// set`, so that neither clap's errors nor any `Debug` of [`Cli`] show it.
-fn stray_value(value: &str) -> Result<usize, std::convert::Infallible> {
-    Ok(value.len())
+/// A word after `secret set NAME` that is no option vaultctl knows: kept
+/// without its text, so that neither clap's errors nor any `Debug` of
+/// [`Cli`] show it (it may be the secret, typed on the command line).
+#[derive(Debug, Clone)]
+pub struct Stray {
+    len: usize,
+    /// Starts with `--`: more likely a mistyped option than a value.
+    looks_like_option: bool,
+}
+
+fn stray_value(value: &str) -> Result<Stray, std::convert::Infallible> {
+    Ok(Stray {
+        len: value.len(),
+        looks_like_option: value.starts_with("--"),
+    })
 }
 
 /// Checks, before vaultctl opens any descriptor of its own, that every
@@ -664,6 +675,12 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 from_stdin,
                 stray,
             } => {
+                if let Some(option) = stray.iter().find(|s| s.looks_like_option) {
+                    bail!(
+                        "unknown option after `secret set {name}` (the {}-byte word is not shown, in case it is the value): the options are --from-stdin and --from-fd N; see `vaultctl secret set --help`",
+                        option.len
+                    );
+                }
                 if !stray.is_empty() {
                     bail!(
                         "secret set takes the value on stdin (--from-stdin), from a descriptor (--from-fd N) or from the terminal, never on the command line, where the process list and your shell history show it: run `vaultctl secret set {name}` and type it. The value you gave was not stored and is not shown here; remove it from your shell history, and if it is a real credential, consider it exposed and rotate it"
@@ -1339,20 +1356,16 @@ async fn lock() -> anyhow::Result<i32> {
 /// of another kind, or a connection queue filled while vaultd is stopped
 /// (the agent, same uid, can do each). The daemon serving this vault is the
 /// process holding its instance lock (`vault.bin.lock`) as the kernel lists
-/// it; that one is ended. Only when no process holds it is there nothing
-/// to lock. (vaultd itself also locks and exits within a second when its
-/// socket is removed or replaced.)
+/// it; that one is ended. When no process holds it, only "no socket" is
+/// reported as "not running"; anything else at the socket path is an
+/// error. (vaultd itself also locks and exits within 250 ms when its
+/// socket path stops leading to its socket.)
 async fn lock_unreachable(path: &Path, why: &anyhow::Error) -> anyhow::Result<i32> {
     let dirs = Dirs::from_env(None)?;
-    let mut name = dirs
-        .vault_file
-        .file_name()
-        .unwrap_or_default()
-        .to_os_string();
-    name.push(".lock");
-    let instance_lock = dirs.vault_file.with_file_name(name);
+    let instance_lock = crate::dirs::instance_lock_path(&dirs.vault_file);
     let holder = match crate::sys::flock_holder(&instance_lock) {
         Ok(holder) => holder,
+        // No vaultd ever ran on this vault (or the file was removed).
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             return Err(anyhow!(
@@ -1367,13 +1380,15 @@ async fn lock_unreachable(path: &Path, why: &anyhow::Error) -> anyhow::Result<i3
             Some(ConnectError::NotRunning { .. })
         ) {
             outln!("vaultd is not running: nothing holds the keys");
-        } else {
-            outln!(
-                "no vaultd has {} open: nothing holds its keys (the socket could not be used: {why})",
-                dirs.vault_file.display()
-            );
+            return Ok(0);
         }
-        return Ok(0);
+        // Something is at the socket path but no daemon answers there, and
+        // no process holds the vault's lock: vaultd may have been hidden
+        // (it then locks itself within a second), or may never have run.
+        bail!(
+            "cannot reach vaultd ({why}), and no process holds {}: if vaultd runs, it locks itself within a second of its socket path changing; make sure it is stopped (`systemctl --user stop vaultd`, or end the vaultd process)",
+            instance_lock.display()
+        );
     };
     end_daemon(pid, &format!("holds {}", instance_lock.display()), false)?;
     outln!(

@@ -45,6 +45,15 @@ fn xdg(var: &str, fallback_under_home: &str) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(home).join(fallback_under_home))
 }
 
+/// The instance lock beside `guarded` (`vault.bin.lock`, `vaultd.sock.lock`):
+/// vaultd holds an exclusive flock on it for its whole life, and `vaultctl
+/// lock` asks the kernel who holds the vault's.
+pub fn instance_lock_path(guarded: &Path) -> PathBuf {
+    let mut name = guarded.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    guarded.with_file_name(name)
+}
+
 impl Dirs {
     /// Locations from the environment. `config_override` is `--config FILE`.
     pub fn from_env(config_override: Option<&Path>) -> Result<Dirs, Error> {

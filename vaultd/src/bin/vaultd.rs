@@ -254,13 +254,21 @@ fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
 async fn socket_lost(path: &Path, bound: (u64, u64)) -> String {
     loop {
         tokio::time::sleep(SOCKET_CHECK).await;
+        // Any error counts: a directory replaced by a file (ENOTDIR), made
+        // unreadable (EACCES) or a link loop (ELOOP) hides the socket as
+        // well as removing it does.
         match file_id(path) {
             Ok(id) if id == bound => {}
             Ok(_) => return format!("the socket {} was replaced by another file", path.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return format!("the socket {} was removed or moved", path.display());
             }
-            Err(_) => {} // a passing error: look again
+            Err(e) => {
+                return format!(
+                    "the socket {} can no longer be reached ({e})",
+                    path.display()
+                );
+            }
         }
     }
 }
@@ -271,9 +279,7 @@ async fn socket_lost(path: &Path, bound: (u64, u64)) -> String {
 /// stop. `what` completes "another vaultd is already running ...".
 fn hold_instance_lock(guarded: &Path, what: &str) -> anyhow::Result<std::fs::File> {
     use std::io::{Read as _, Seek as _, Write as _};
-    let mut name = guarded.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    let path = &guarded.with_file_name(name);
+    let path = &vaultd::dirs::instance_lock_path(guarded);
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
