@@ -578,6 +578,13 @@ const INFLATE_MAX: usize = 64 << 20;
 /// must end every call within 100 ms).
 const SCRUB_INLINE_MAX: usize = 256 << 10;
 
+/// Whether `data` starts with a valid zlib header (RFC 1950: deflate, a
+/// window of at most 32 KiB, the check bits right), whatever its window size.
+fn zlib_header(data: &[u8]) -> bool {
+    matches!(data, [cmf, flg, ..]
+        if cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)).is_multiple_of(31))
+}
+
 /// Whether `body` starts as a gzip or zlib stream does.
 fn looks_compressed(body: &[u8]) -> bool {
     body.starts_with(&[0x1f, 0x8b])
@@ -719,23 +726,29 @@ fn decode_body(
     };
     let input: &[u8] = &body;
     let mut out = Vec::new();
-    let cut = match coding {
+    let mut cut = match coding {
         Coding::Gzip => inflate(MultiGzDecoder::new(input), &mut out, max, stop),
-        Coding::Deflate if looks_compressed(input) => inflate_to_end(
+        _ if zlib_header(input) => inflate_to_end(
             ZlibDecoder::new(input),
             ZlibDecoder::into_inner,
             &mut out,
             max,
             stop,
         ),
-        _ => inflate_to_end(
+        _ => Err(String::new()),
+    };
+    // HTTP's deflate is zlib-wrapped, but some servers send raw deflate,
+    // whose first bytes can also pass for a zlib header.
+    if coding == Coding::Deflate && cut.is_err() {
+        out.clear();
+        cut = inflate_to_end(
             DeflateDecoder::new(input),
             DeflateDecoder::into_inner,
             &mut out,
             max,
             stop,
-        ),
-    };
+        );
+    }
     if stop.load(Ordering::Relaxed) {
         return Err(abandoned());
     }
@@ -798,8 +811,8 @@ fn abandoned() -> Refusal {
     )
 }
 
-/// A body the upstream did not label as compressed (declared encodings are
-/// decoded by the client) but that is a gzip or zlib stream by its magic
+/// A body the upstream did not label as compressed (a declared gzip or
+/// deflate was decoded by [`decode_body`]) but that is a gzip or zlib stream by its magic
 /// bytes (`Content-Type: application/gzip`, or gzip sent as `identity`):
 /// the agent could decompress it, so it is decompressed here and refused if
 /// any credential form is inside (DESIGN.md rule 6: the agent never gets a
@@ -1065,6 +1078,72 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(data).unwrap();
         gz.finish().unwrap()
+    }
+
+    /// `decode_body`: a body decoded past `max_response_bytes` is cut and
+    /// marked truncated; a stream cut on the way in decodes as far as it goes
+    /// (truncated), but the same cut stream arriving whole is damaged; zlib
+    /// with a small window and raw deflate both pass as `deflate`; bytes
+    /// after a zlib or raw deflate stream are refused.
+    #[test]
+    fn labelled_bodies_decode_to_their_cap_or_are_refused_as_damaged() {
+        use std::io::Write as _;
+        let go = AtomicBool::new(false);
+        let text = b"0123456789".repeat(100);
+        let decode = |svc: &ServiceRuntime, body: &[u8], cut: bool, coding| {
+            decode_body(svc, body.to_vec(), cut, coding, &go).map_err(|r| r.message)
+        };
+        let big = service(1 << 20);
+        let small = service(300);
+        let gz = gzip(&text);
+        assert_eq!(
+            decode(&big, &gz, false, Coding::Gzip).unwrap(),
+            (text.clone(), false)
+        );
+        assert_eq!(
+            decode(&small, &gz, false, Coding::Gzip).unwrap(),
+            (text[..300].to_vec(), true)
+        );
+        let half = &gz[..gz.len() / 2];
+        let (part, cut) = decode(&big, half, true, Coding::Gzip).unwrap();
+        assert!(cut && text.starts_with(&part), "{}", part.len());
+        let damaged = decode(&big, half, false, Coding::Gzip).unwrap_err();
+        assert!(damaged.contains("damaged gzip body"), "{damaged}");
+        let raw = |level: u32| {
+            let mut w =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::new(level));
+            w.write_all(&text).unwrap();
+            w.finish().unwrap()
+        };
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(&text).unwrap();
+        // zlib with a 512-byte window (header 0x18, as Python's wbits=9
+        // writes it) around stored blocks, which refer back to nothing.
+        let flg = (0..=255u8)
+            .find(|f| (0x18u16 << 8 | u16::from(*f)).is_multiple_of(31) && f & 0x20 == 0)
+            .unwrap();
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in &text {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        let mut small_window = vec![0x18, flg];
+        small_window.extend_from_slice(&raw(0));
+        small_window.extend_from_slice(&(b << 16 | a).to_be_bytes());
+        for body in [small_window, zlib.finish().unwrap(), raw(6), raw(0)] {
+            assert_eq!(
+                decode(&big, &body, false, Coding::Deflate).unwrap(),
+                (text.clone(), false)
+            );
+            let mut trailing = body.clone();
+            trailing.extend_from_slice(&gz);
+            let refused = decode(&big, &trailing, false, Coding::Deflate).unwrap_err();
+            assert!(refused.contains("damaged deflate body"), "{refused}");
+        }
+        assert_eq!(
+            decode(&big, b"", false, Coding::Gzip).unwrap(),
+            (Vec::new(), false)
+        );
     }
 
     /// An unlabelled gzip body: refused when it holds the credential, when
