@@ -358,9 +358,11 @@ auth = { type = "bearer", secret = "t" }
     let warnings: Vec<&str> = out
         .stderr
         .lines()
-        .filter(|l| l.starts_with("warning: "))
+        .filter(|l| l.starts_with("warning: service "))
         .collect();
     assert_eq!(warnings.len(), 2, "{out}");
+    // The policy grants no capability yet: said once, apart.
+    assert!(out.stderr.contains("grants no capability"), "{out}");
     assert!(
         warnings[0].contains("\"odd-port\" uses port 8443")
             && warnings[0].contains("upstream_ports = [443]")
