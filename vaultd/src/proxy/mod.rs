@@ -383,7 +383,7 @@ fn decide(
             Refusal::new(
                 codes::BAD_REQUEST,
                 format!(
-                    "the request body is {} bytes; the limit is 10 MiB",
+                    "the request body is {} bytes; the limit is 10 MiB: send a smaller body (in parts, if the API allows)",
                     req.body.len()
                 ),
             ),
