@@ -738,8 +738,9 @@ fn decode_body(
         _ => Err(String::new()),
     };
     // HTTP's deflate is zlib-wrapped, but some servers send raw deflate,
-    // whose first bytes can also pass for a zlib header.
-    if coding == Coding::Deflate && cut.is_err() {
+    // whose first bytes can also pass for a zlib header. (A zlib stream cut
+    // on the way in keeps what it decoded: see below.)
+    if coding == Coding::Deflate && cut.is_err() && !(truncated && zlib_header(input)) {
         out.clear();
         cut = inflate_to_end(
             DeflateDecoder::new(input),
@@ -1143,6 +1144,16 @@ mod tests {
         assert_eq!(
             decode(&big, b"", false, Coding::Gzip).unwrap(),
             (Vec::new(), false)
+        );
+        // A zlib stream cut on the way in: what it decodes, not a raw retry.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::none());
+        z.write_all(&text).unwrap();
+        let z = z.finish().unwrap();
+        let (part, cut) = decode(&big, &z[..z.len() / 2], true, Coding::Deflate).unwrap();
+        assert!(
+            cut && !part.is_empty() && text.starts_with(&part),
+            "{}",
+            part.len()
         );
     }
 
