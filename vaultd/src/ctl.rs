@@ -1338,7 +1338,7 @@ async fn lock() -> anyhow::Result<i32> {
                 Some(ConnectError::NotRunning { .. } | ConnectError::Connect { .. })
             ) =>
         {
-            lock_unreachable(&path, &e).await
+            lock_unreachable(&path, &e)
         }
         Ok(Err(e))
             if !matches!(
@@ -1360,7 +1360,7 @@ async fn lock() -> anyhow::Result<i32> {
 /// reported as "not running"; anything else at the socket path is an
 /// error. (vaultd itself also locks and exits within 250 ms when its
 /// socket path stops leading to its socket.)
-async fn lock_unreachable(path: &Path, why: &anyhow::Error) -> anyhow::Result<i32> {
+fn lock_unreachable(path: &Path, why: &anyhow::Error) -> anyhow::Result<i32> {
     let dirs = Dirs::from_env(None)?;
     let instance_lock = crate::dirs::instance_lock_path(&dirs.vault_file);
     let holder = match crate::sys::flock_holder(&instance_lock) {

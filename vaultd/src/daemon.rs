@@ -247,6 +247,9 @@ pub struct StatusInfo {
     pub agents: u32,
     /// Audit write error, if any.
     pub audit_error: Option<String>,
+    /// Records found missing from the audit log since vaultd started (see
+    /// [`crate::audit::ChainMemory`]), whether locked or not.
+    pub audit_gap: Option<String>,
     /// Seconds since unlock.
     pub unlocked_for: u64,
     /// Time left before the vault locks by itself (`unlock --for`, `unlock_for`).
@@ -295,14 +298,11 @@ impl Daemon {
     }
 
     /// State and counts.
-    /// Records found missing from the audit log since vaultd started (see
-    /// [`crate::audit::ChainMemory`]), whether locked or not.
-    pub fn audit_gap(&self) -> Option<String> {
-        let memory = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
-        memory.gap().map(str::to_owned)
-    }
-
     pub fn status(&self) -> StatusInfo {
+        let audit_gap = {
+            let memory = self.audit_head.lock().unwrap_or_else(|p| p.into_inner());
+            memory.gap().map(str::to_owned)
+        };
         match self.unlocked() {
             Some(u) => StatusInfo {
                 state: "unlocked",
@@ -311,6 +311,7 @@ impl Daemon {
                 capabilities: u.capabilities.len() as u32,
                 agents: u.data.agents.len() as u32,
                 audit_error: u.shared.audit_log().error().map(str::to_string),
+                audit_gap,
                 unlocked_for: u.unlocked_at.elapsed().as_secs(),
                 locks_in: self
                     .auto_lock()
@@ -328,6 +329,7 @@ impl Daemon {
                 capabilities: 0,
                 agents: 0,
                 audit_error: None,
+                audit_gap,
                 unlocked_for: 0,
                 locks_in: None,
             },

@@ -236,23 +236,21 @@ fn secret(bytes: Vec<u8>) -> Result<SecretBuf, Status> {
 
 type TailStream = Pin<Box<dyn Stream<Item = Result<AuditLine, Status>> + Send>>;
 
-impl VaultService {
-    /// What `status` (and `unlock`) tell the user to look at.
-    fn warnings(&self, s: &crate::daemon::StatusInfo) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if !crate::sys::mlock_ok() {
-            warnings.push("secret pages could not be locked in RAM (mlock failed): they may be swapped out; raise LimitMEMLOCK or set require_mlock".to_string());
-        }
-        if let Some(e) = &s.audit_error {
-            warnings.push(format!("audit log unavailable: {e}"));
-        }
-        if let Some(gap) = self.daemon.audit_gap() {
-            warnings.push(format!(
+/// What `status` (and `unlock`) tell the user to look at.
+fn warnings(s: &crate::daemon::StatusInfo) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !crate::sys::mlock_ok() {
+        warnings.push("secret pages could not be locked in RAM (mlock failed): they may be swapped out; raise LimitMEMLOCK or set require_mlock".to_string());
+    }
+    if let Some(e) = &s.audit_error {
+        warnings.push(format!("audit log unavailable: {e}"));
+    }
+    if let Some(gap) = &s.audit_gap {
+        warnings.push(format!(
                 "audit log tampered with: {gap}; find what changed it (an agent can write your files), and see `vaultctl audit verify`"
             ));
-        }
-        warnings
     }
+    warnings
 }
 
 #[tonic::async_trait]
@@ -272,7 +270,7 @@ impl Vault for VaultService {
         peer_of(&req, &self.allowed)?;
         let d = &self.daemon;
         let s = d.status();
-        let warnings = self.warnings(&s);
+        let warnings = warnings(&s);
         Ok(Response::new(StatusResponse {
             state: s.state.to_string(),
             daemon_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -305,7 +303,7 @@ impl Vault for VaultService {
         let lasts = self.daemon.unlock(p, lock_after).await.map_err(status_of)?;
         Ok(Response::new(UnlockResponse {
             locks_in_secs: whole_secs(lasts),
-            warnings: self.warnings(&self.daemon.status()),
+            warnings: warnings(&self.daemon.status()),
         }))
     }
 

@@ -152,19 +152,25 @@ fn flock_holder_in(locks: &str, id: &str) -> Option<u32> {
     })
 }
 
+/// The value of the `Key:\tvalue` line `key` of a /proc/PID/status text.
+pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
 /// The name (`comm`) and real uid of process `pid`, from /proc/PID/status
 /// (readable for any process, dumpable or not).
 pub fn process_name_and_uid(pid: u32) -> io::Result<(String, u32)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .map(str::trim)
-            .ok_or_else(|| io::Error::other(format!("no {key} in /proc/{pid}/status")))
+        status_field(&status, key)
+            .ok_or_else(|| io::Error::other(format!("no {key}: in /proc/{pid}/status")))
     };
-    let name = field("Name:")?.to_string();
-    let uid = field("Uid:")?
+    let name = field("Name")?.to_string();
+    let uid = field("Uid")?
         .split_whitespace()
         .next()
         .and_then(|u| u.parse().ok())

@@ -186,11 +186,7 @@ impl SeccompSupport {
 pub fn proc_status_field(key: &str) -> Result<Option<String>, Error> {
     let path = PathBuf::from("/proc/self/status");
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Proc { path, source })?;
-    Ok(text.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|r| r.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-    }))
+    Ok(crate::sys::status_field(&text, key).map(str::to_string))
 }
 
 fn thread_count() -> Result<usize, Error> {
