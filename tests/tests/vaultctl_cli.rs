@@ -719,6 +719,27 @@ fn oversized_secret_and_policy_are_refused_before_sending() {
             && !out.stderr.contains("decoded message length"),
         "{out}"
     );
+    // Files are read only up to the limit: /dev/zero as the policy or as a
+    // service's ca_file is refused instead of filling vaultctl's memory.
+    let out = env.ctl_pass(&["policy", "apply", "/dev/zero"]);
+    out.assert_fail();
+    assert!(
+        out.stderr.contains("too large") && out.stderr.contains("not applied"),
+        "{out}"
+    );
+    let zero_ca = env.write_input(
+        "zero-ca.toml",
+        b"[[service]]\nname = \"s\"\nbase_url = \"https://api.example.com\"\n\
+          auth = { type = \"bearer\", secret = \"s\" }\nca_file = \"/dev/zero\"\n",
+    );
+    let out = env.ctl_pass(&["policy", "apply", &zero_ca.to_string_lossy()]);
+    out.assert_fail();
+    assert!(
+        out.stderr
+            .contains("cannot read ca_file /dev/zero: it is too large")
+            && out.stderr.contains("not applied"),
+        "{out}"
+    );
     assert_eq!(std::fs::read(env.vault_path()).unwrap(), before);
     // Just under the limit still goes through.
     env.set_secret("fits", &vec![b'y'; 10 << 20]);

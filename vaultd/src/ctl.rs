@@ -460,6 +460,27 @@ fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizin
     Ok(v)
 }
 
+/// Reads a UTF-8 text file that goes to vaultd in a request (a policy, a
+/// `ca_file`), at most up to just past what vaultd accepts: a path like
+/// `/dev/zero` is refused instead of filling memory.
+fn read_text_file(path: &Path) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(READ_LIMIT as u64)
+        .read_to_string(&mut text)?;
+    if text.len() > vault_proto::MAX_REQUEST_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is too large (over {}; {}): check the path",
+                mib(vault_proto::MAX_REQUEST_BYTES),
+                request_limit()
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 /// Secret values are read up to just past what vaultd accepts.
 const READ_LIMIT: usize = vault_proto::MAX_REQUEST_BYTES + 2;
 
@@ -1099,8 +1120,12 @@ fn human_audit(json: &str) -> String {
 }
 
 async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read policy file {}", file.display()))?;
+    let text = read_text_file(file).map_err(|e| {
+        anyhow!(
+            "cannot read policy file {}: {e}; the policy was not applied",
+            file.display()
+        )
+    })?;
     let source = file.display().to_string();
     let cas = match crate::policy::ca_files(&text) {
         Ok(c) => c,
@@ -1118,7 +1143,7 @@ async fn policy_apply(pfd: Option<u32>, file: &Path, dry_run: bool) -> anyhow::R
         } else {
             base.join(&ca)
         };
-        match std::fs::read_to_string(&p) {
+        match read_text_file(&p) {
             Ok(pem) => {
                 ca_files.insert(ca, pem);
             }
