@@ -1097,6 +1097,54 @@ fn a_body_cut_inside_an_echoed_credential_never_shows_its_start() {
     assert_no_canary(&env, BEARER);
 }
 
+/// The cut as an oracle: the agent writes its guess of the credential's
+/// beginning at the very end of what the echo returns before the cut. A
+/// right guess and a wrong one must get the same answer; when only a tail
+/// that began the credential was redacted, the difference gave the agent
+/// the credential one character per few dozen calls.
+#[test]
+fn a_cut_body_answers_a_right_guess_of_the_credential_as_a_wrong_one() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let (_d, token) = setup(&up, &env);
+    let mcp = env.mcp(&token);
+    let echo = |body: &str| {
+        mcp.execute(
+            json!({"capability": "cut", "method": "POST", "path": "/v1/echo", "body": body}),
+        )
+        .assert_ok()
+    };
+    let echoed_body = |body: &str| {
+        let r = echo(body);
+        assert_eq!(r["truncated"], true, "{r}");
+        r["body"].as_str().unwrap().to_owned()
+    };
+    // Where the request body starts in the echo (`{"body":"`, then ours).
+    let lead = echo("MARK")["body"].as_str().unwrap().find("MARK").unwrap();
+    let room = CUT_AT - lead;
+    for k in [1, 2, 5, 12, BEARER.len() - 1] {
+        let right = &BEARER[..k];
+        let last = right.as_bytes()[k - 1];
+        let wrong = format!(
+            "{}{}",
+            &right[..k - 1],
+            if last == b'Q' { 'W' } else { 'Q' }
+        );
+        let pad = "x".repeat(room - k);
+        let (a, b) = (
+            echoed_body(&(pad.clone() + right)),
+            echoed_body(&(pad + &wrong)),
+        );
+        assert_eq!(
+            a, b,
+            "the first {k} characters of the credential, guessed right, are told apart from a wrong guess"
+        );
+        assert!(a.ends_with("[REDACTED]"), "{a}");
+    }
+    drop(mcp);
+    assert_no_canary(&env, BEARER);
+}
+
 /// The agent can open vaultd's socket itself and speak gRPC, bypassing
 /// vault-mcp (and its JSON objects, which cannot repeat a name): the daemon
 /// applies every check on its own.

@@ -585,9 +585,11 @@ fn zlib_header(data: &[u8]) -> bool {
         if cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)).is_multiple_of(31))
 }
 
-/// Whether `body` starts as a gzip or zlib stream does.
+/// Whether `body` starts as a gzip or zlib stream does (zlib with any
+/// window size: `0x78` is only the 32 KiB window's first byte, and a 512-byte
+/// window's `0x18` stream is as easy for the agent to decompress).
 fn looks_compressed(body: &[u8]) -> bool {
-    body.starts_with(&[0x1f, 0x8b]) || (body.first() == Some(&0x78) && zlib_header(body))
+    body.starts_with(&[0x1f, 0x8b]) || zlib_header(body)
 }
 
 /// Sets its flag when dropped: when the call that started a blocking body
@@ -1073,6 +1075,28 @@ mod tests {
         }
     }
 
+    /// `data` as a zlib stream whose header announces a window of
+    /// 2^`bits` bytes, around stored deflate blocks (valid for any window:
+    /// they refer back to nothing).
+    fn zlib_with_window(bits: u8, data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let cmf = (bits - 8) << 4 | 8;
+        let flg = (0..=255u8)
+            .find(|f| (u16::from(cmf) << 8 | u16::from(*f)).is_multiple_of(31) && f & 0x20 == 0)
+            .unwrap();
+        let (mut a, mut b) = (1u32, 0u32);
+        for &x in data {
+            a = (a + u32::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::none());
+        raw.write_all(data).unwrap();
+        let mut z = vec![cmf, flg];
+        z.extend_from_slice(&raw.finish().unwrap());
+        z.extend_from_slice(&(b << 16 | a).to_be_bytes());
+        z
+    }
+
     fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -1117,19 +1141,8 @@ mod tests {
         };
         let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         zlib.write_all(&text).unwrap();
-        // zlib with a 512-byte window (header 0x18, as Python's wbits=9
-        // writes it) around stored blocks, which refer back to nothing.
-        let flg = (0..=255u8)
-            .find(|f| (0x18u16 << 8 | u16::from(*f)).is_multiple_of(31) && f & 0x20 == 0)
-            .unwrap();
-        let (mut a, mut b) = (1u32, 0u32);
-        for &x in &text {
-            a = (a + u32::from(x)) % 65521;
-            b = (b + a) % 65521;
-        }
-        let mut small_window = vec![0x18, flg];
-        small_window.extend_from_slice(&raw(0));
-        small_window.extend_from_slice(&(b << 16 | a).to_be_bytes());
+        // zlib with a 512-byte window (header 0x18, as Python's wbits=9 writes it).
+        let small_window = zlib_with_window(9, &text);
         for body in [small_window, zlib.finish().unwrap(), raw(6), raw(0)] {
             assert_eq!(
                 decode(&big, &body, false, Coding::Deflate).unwrap(),
@@ -1202,6 +1215,19 @@ mod tests {
             None,
             "16 MiB allowed for 1 MiB"
         );
+
+        // Unlabelled zlib of any window size (Python's zlib.compressobj(wbits=
+        // 9..15)), here around stored blocks, which refer back to nothing.
+        for bits in 8..=15u8 {
+            let z = zlib_with_window(bits, &echo);
+            assert!(looks_compressed(&z), "window 2^{bits}");
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::ZlibDecoder::new(&z[..]), &mut plain)
+                .unwrap();
+            assert_eq!(plain, echo, "a valid stream");
+            let refused = why(refuse_compressed_credential(&svc, &z, false, &go)).unwrap();
+            assert!(refused.contains("holds a credential"), "{bits}: {refused}");
+        }
 
         let gone = AtomicBool::new(true);
         let stopped = why(refuse_compressed_credential(&svc, &bomb, false, &gone)).unwrap();

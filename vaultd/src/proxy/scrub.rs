@@ -54,9 +54,12 @@
 //!
 //! A body that was cut short (at `max_response_bytes`) must go through
 //! [`Scrubber::scrub_truncated`] (or `scrub` then [`Scrubber::scrub_tail`]),
-//! which also redacts a trailing fragment that is the *beginning* of any form:
-//! otherwise an agent that pads its request so that the cut falls inside an
-//! echoed credential would read its first bytes.
+//! which also redacts its end: otherwise an agent that pads its request so
+//! that the cut falls inside an echoed credential would read its first
+//! bytes. How much is redacted depends on the credentials' lengths only:
+//! redacting just a tail that matched the beginning of a form told the
+//! agent whether a guessed next character was right, and so gave it the
+//! credential one character per few dozen calls.
 //!
 //! # What is NOT covered
 //!
@@ -128,6 +131,12 @@ pub const MIN_PATTERN_LEN: usize = 6;
 pub struct Scrubber {
     /// Distinct patterns, longest first, each at least `MIN_PATTERN_LEN` bytes.
     patterns: Patterns,
+    /// Bytes redacted at the end of a cut body, in it and in each decoded
+    /// view: one less than the longest form any value can take (percent-
+    /// encoding, 3 bytes per byte), so that every beginning of a form fits.
+    /// It depends on the values' lengths only, never on their bytes (see
+    /// [`Scrubber::scrub_truncated`]).
+    tail_len: usize,
 }
 
 /// Patterns packed end to end into one secret buffer: one locked allocation
@@ -216,8 +225,10 @@ impl Scrubber {
         patterns.retain(|p| p.len() >= MIN_PATTERN_LEN);
         patterns.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        let longest_value = values.iter().map(|v| v.len()).max().unwrap_or(0);
         Ok(Scrubber {
             patterns: Patterns::pack(patterns)?,
+            tail_len: longest_value.saturating_mul(3).saturating_sub(1),
         })
     }
 
@@ -250,24 +261,25 @@ impl Scrubber {
     }
 
     /// Like [`Scrubber::scrub`], for a body that was cut short (for instance
-    /// at `max_response_bytes`): in addition, a trailing fragment that is the
-    /// beginning of any pattern (in `data` or in a decoded view, possibly
-    /// followed by an incomplete escape) is replaced by [`REDACTED`], since
-    /// the attacker may have placed the cut inside an echoed credential.
-    /// Any such fragment is redacted, however short: a false positive only
-    /// costs the last bytes of a body that is already incomplete.
+    /// at `max_response_bytes`): in addition, its end is replaced by
+    /// [`REDACTED`], since the attacker may have placed the cut inside an
+    /// echoed credential. The part replaced is the same whatever the
+    /// credential's bytes: the last `3 x (longest value) - 1` bytes of
+    /// `data` and of each decoded view (with any incomplete escape after
+    /// them), so it holds every beginning of every form. Redacting only a
+    /// tail that *is* the beginning of a form would answer, call by call,
+    /// whether the agent's guess of the credential's next character was
+    /// right. The cost is the last bytes of a body that is already
+    /// incomplete.
     pub fn scrub_truncated(&self, data: &mut Vec<u8>) -> usize {
         self.scrub_impl(data, true, false)
     }
 
     /// The tail step of [`Scrubber::scrub_truncated`], for a cut body that
-    /// was already passed through [`Scrubber::scrub`]: redacts a trailing
-    /// fragment that is the beginning of any pattern, and returns the number
-    /// of replacements. It also redacts whole occurrences, so it is safe on an
-    /// unscrubbed body too. One call to `scrub_truncated` on the unscrubbed
-    /// body is slightly stronger: there, a fragment that overlaps the last
-    /// whole occurrence (only possible for a self-overlapping credential) is
-    /// merged with it, while after `scrub` the part already replaced is gone.
+    /// was already passed through [`Scrubber::scrub`]: redacts the end as
+    /// `scrub_truncated` does, and returns the number of replacements. It
+    /// also redacts whole occurrences, so it is safe on an unscrubbed body
+    /// too.
     pub fn scrub_tail(&self, data: &mut Vec<u8>) -> usize {
         self.scrub_impl(data, true, false)
     }
@@ -356,11 +368,8 @@ impl Scrubber {
             .filter_map(|&(v, base)| Some((v.as_ref()?, base.as_ref())));
 
         let mut view_spans = Vec::new();
-        let mut tail_start = if truncated {
-            fragment_start(data, &self.patterns)
-        } else {
-            None
-        };
+        // A cut body loses its end whatever it holds (see `scrub_truncated`).
+        let mut tail_start = truncated.then(|| data.len().saturating_sub(self.tail_len));
         for (view, base) in views {
             let to_data = |span| {
                 let span = view.to_source(span);
@@ -370,8 +379,8 @@ impl Scrubber {
             search.find_spans(&view.bytes, &mut view_spans);
             spans.extend(view_spans.iter().map(|&span| to_data(span)));
             if truncated {
-                let usable = view.bytes.get(..view.usable_end).unwrap_or_default();
-                if let Some(i) = fragment_start(usable, &self.patterns) {
+                let i = view.usable_end.saturating_sub(self.tail_len);
+                if i < view.bytes.len() {
                     tail_start = min_opt(tail_start, to_data((i, i + 1)).0);
                 }
             }
@@ -600,22 +609,6 @@ fn merge_spans(mut spans: Vec<(usize, usize)>) -> Vec<(usize, usize)> {
         }
     }
     merged
-}
-
-/// Start of the longest suffix of `hay` that is a non-empty prefix of some
-/// pattern.
-fn fragment_start(hay: &[u8], patterns: &Patterns) -> Option<usize> {
-    let mut best: Option<usize> = None;
-    for p in patterns.iter() {
-        let longest = p.len().min(hay.len());
-        for len in (1..=longest).rev() {
-            if hay.ends_with(p.get(..len).unwrap_or_default()) {
-                best = min_opt(best, hay.len() - len);
-                break;
-            }
-        }
-    }
-    best
 }
 
 fn min_opt(a: Option<usize>, b: usize) -> Option<usize> {
@@ -1587,19 +1580,17 @@ mod tests {
     fn truncated_body_never_ends_with_a_credential_prefix() {
         let s = scrubber();
         for v in VALUES {
-            // (form, range of its characters that carry only bits of the value)
             let basic = STANDARD.encode(cat(&[b"user:", v])).into_bytes();
-            let core_end = 8 * (5 + v.len()) / 6;
             let mut forms = vec![
-                (v.to_vec(), 0..v.len()),
-                (pct_encode_except(v, b"/"), 0..usize::MAX),
-                (basic, 7..core_end),
-                (hex_encode(v, UPPER_HEX).to_vec(), 0..usize::MAX),
+                v.to_vec(),
+                pct_encode_except(v, b"/"),
+                basic,
+                hex_encode(v, UPPER_HEX).to_vec(),
             ];
             if std::str::from_utf8(v).is_ok() {
-                forms.push((json_escape(v, true, true, true), 0..usize::MAX));
+                forms.push(json_escape(v, true, true, true));
             }
-            for (form, core) in forms {
+            for form in forms {
                 let body = cat(&[b"{\"data\":\"padding\",\"echo\":\"", &form, b"\"}"]);
                 let start = body.len() - form.len() - 2;
                 for (cut, two_step) in
@@ -1622,17 +1613,54 @@ mod tests {
                         assert!(!contains(&out, &v[..len]), "cut {cut}: {}", show(&out));
                     }
                     assert!(!base64_reveals(&out, &v[..2]), "cut {cut}: {}", show(&out));
-                    if cut > start + core.start && cut <= start.saturating_add(core.end) {
-                        assert!(out.ends_with(REDACTED), "cut {cut}: {}", show(&out));
-                    }
-                    assert!(out.starts_with(b"{\"data\":\"padding\",\"echo\":\""));
+                    assert!(out.ends_with(REDACTED), "cut {cut}: {}", show(&out));
                 }
             }
         }
-        // nothing to do on an innocent cut (no suffix is a pattern prefix)
-        let mut body = b"{\"data\":\"innocent text!".to_vec();
-        assert_eq!(s.scrub_truncated(&mut body), 0);
-        assert_eq!(body, b"{\"data\":\"innocent text!");
+    }
+
+    /// What a cut body loses does not depend on the credential's bytes: an
+    /// agent that places the cut right after its guess of the credential's
+    /// next character (an echo of text it wrote) learns nothing from the
+    /// answer. Redacting only a tail that began some form gave it the whole
+    /// credential, one character per few dozen calls. Here each body, a
+    /// beginning of a form of `v`, is scrubbed as if the credential were `v`
+    /// and as if it were another value of the same length: the answers must
+    /// be equal.
+    #[test]
+    fn a_cut_body_loses_the_same_end_whatever_the_credential() {
+        for v in VALUES {
+            let other: Vec<u8> = v.iter().map(|b| b ^ 0x21).collect();
+            let (mine, theirs) = (
+                Scrubber::new(&[v]).unwrap(),
+                Scrubber::new(&[&other]).unwrap(),
+            );
+            let forms = [
+                v.to_vec(),
+                hex_encode(v, LOWER_HEX).to_vec(),
+                STANDARD.encode(v).into_bytes(),
+                pct_encode_except(v, b""),
+            ];
+            for form in forms {
+                for n in 1..form.len() {
+                    for pad in [b"x".repeat(3), b"%41\\n".to_vec(), b"ab\r\n".repeat(200)] {
+                        let body = cat(&[b"{\"echo\":\"", &pad, &form[..n]]);
+                        let (mut a, mut b) = (body.clone(), body.clone());
+                        mine.scrub_truncated(&mut a);
+                        theirs.scrub_truncated(&mut b);
+                        assert_eq!(a, b, "{n} bytes of {}", show(&form));
+                        assert!(a.ends_with(REDACTED), "{}", show(&a));
+                    }
+                }
+            }
+        }
+        // An innocent cut loses its last 3 x (longest value) - 1 bytes.
+        let s = scrubber();
+        let longest = VALUES.iter().map(|v| v.len()).max().unwrap();
+        let mut body = b"k".repeat(1000);
+        assert_eq!(s.scrub_truncated(&mut body), 1);
+        assert_eq!(body.len(), 1000 - (3 * longest - 1) + REDACTED.len());
+        assert!(body.ends_with(REDACTED));
     }
 
     // ---- scale ----
