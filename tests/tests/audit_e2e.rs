@@ -454,3 +454,56 @@ fn a_call_whose_caller_goes_away_still_gets_its_result_record() {
     env.ctl(&["audit", "verify"]).assert_ok();
     assert_no_canary(&env, CANARY);
 }
+
+/// The agent can write the state directory. A FIFO in place of the audit log
+/// took every record into a pipe it drained (and, once full, blocked vaultd
+/// in the write, holding the log's lock); a symbolic link sends the records
+/// where it chooses. Both are refused at unlock, quickly and saying what to
+/// do, and the vault stays locked; a FIFO in place of the vault is refused
+/// the same way instead of blocking the unlock.
+#[test]
+fn a_fifo_or_a_link_in_place_of_the_log_or_the_vault_is_refused() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+    env.lock();
+    let log = env.audit_path();
+    let saved = env.root().join("audit.saved");
+    std::fs::rename(&log, &saved).unwrap();
+    let mkfifo = |path: &std::path::Path| {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mkfifo");
+    };
+    let unlock_refused = |what: &str, why: &str| {
+        let out = env
+            .ctl_cmd(&["unlock"])
+            .passphrase(vaultd_tests::PASSPHRASE)
+            .timeout(Duration::from_secs(20))
+            .run();
+        out.assert_fail();
+        assert!(out.stderr.contains(why), "{what}: {out}");
+        assert_eq!(env.status_json()["state"], "locked", "{what}");
+    };
+    mkfifo(&log);
+    unlock_refused("a FIFO as the log", "not a regular file");
+    std::fs::remove_file(&log).unwrap();
+    std::os::unix::fs::symlink(&saved, &log).unwrap();
+    unlock_refused("a link as the log", "symbolic link");
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&saved, &log).unwrap();
+
+    let vault = env.vault_path();
+    let kept = env.root().join("vault.saved");
+    std::fs::rename(&vault, &kept).unwrap();
+    mkfifo(&vault);
+    unlock_refused("a FIFO as the vault", "not a regular file");
+    std::fs::remove_file(&vault).unwrap();
+    std::fs::rename(&kept, &vault).unwrap();
+
+    env.unlock();
+    env.ctl(&["audit", "verify"]).assert_ok();
+    assert_no_canary(&env, CANARY);
+}

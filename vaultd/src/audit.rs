@@ -240,13 +240,15 @@ impl AuditLog {
     }
 
     fn reopen(&mut self) -> Result<()> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|e| Error::io("open audit log", &self.path, e))?;
+        let mut file = crate::sys::open_regular(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .mode(0o600),
+            &self.path,
+        )
+        .map_err(|e| Error::io("open audit log", &self.path, e))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io("inspect audit log", &self.path, e))?;
@@ -487,7 +489,8 @@ fn identity(file: &File, path: &Path, ino: (u64, u64)) -> std::result::Result<u6
     let fmeta = file
         .metadata()
         .map_err(|e| format!("cannot inspect audit log: {e}"))?;
-    let pmeta = std::fs::metadata(path);
+    // Not followed: a link to the open file in its place is a replacement too.
+    let pmeta = std::fs::symlink_metadata(path);
     let same = pmeta.as_ref().is_ok_and(|m| (m.dev(), m.ino()) == ino);
     if fmeta.nlink() == 0 || !same {
         return Err(format!(
@@ -537,7 +540,7 @@ fn verify_file_marking(path: &Path, key: &SecretBuf, mark: u64) -> Verification 
         last_mac: [0; 32],
         marked: (mark == 0).then_some([0; 32]),
     };
-    let file = match File::open(path) {
+    let file = match crate::sys::open_regular(OpenOptions::new().read(true), path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return v,
         Err(e) => {

@@ -152,6 +152,39 @@ fn flock_holder_in(locks: &str, id: &str) -> Option<u32> {
     })
 }
 
+/// Opens `path` with `options`, only if it is a regular file: a symbolic
+/// link is not followed, and a FIFO, socket or device is refused without
+/// blocking. The agent can write the state directory: a FIFO in place of the
+/// audit log would take its records into a pipe it drains (and block vaultd
+/// once full), a link would send a write to a file of its choosing.
+pub fn open_regular(
+    options: &mut std::fs::OpenOptions,
+    path: &std::path::Path,
+) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "it is a symbolic link, which vaultd does not follow: replace it with the file itself",
+                )
+            } else {
+                e
+            }
+        })?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, socket or device): move it away; vaultd creates a new file",
+        ));
+    }
+    Ok(file)
+}
+
 /// The value of the `Key:\tvalue` line `key` of a /proc/PID/status text.
 pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status.lines().find_map(|l| {

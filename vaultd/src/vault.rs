@@ -440,7 +440,12 @@ impl<'a> Reader<'a> {
 
 /// Reads the vault file; a missing file is [`Error::NoVault`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    match fs::read(path) {
+    // Only a regular file: a FIFO planted in its place would block the read.
+    let read = crate::sys::open_regular(OpenOptions::new().read(true), path).and_then(|mut f| {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+    });
+    match read {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault {
             path: path.to_path_buf(),

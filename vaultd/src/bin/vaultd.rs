@@ -280,14 +280,16 @@ async fn socket_lost(path: &Path, bound: (u64, u64)) -> String {
 fn hold_instance_lock(guarded: &Path, what: &str) -> anyhow::Result<std::fs::File> {
     use std::io::{Read as _, Seek as _, Write as _};
     let path = &vaultd::dirs::instance_lock_path(guarded);
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut file = vaultd::sys::open_regular(
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600),
+        path,
+    )
+    .with_context(|| format!("cannot open {}", path.display()))?;
     if file.try_lock().is_err() {
         let mut pid = String::new();
         let _ = file.read_to_string(&mut pid);
