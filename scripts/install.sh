@@ -20,9 +20,14 @@ cargo build --release --locked --workspace --bins
 target_dir="$(cargo metadata --format-version 1 --no-deps | grep -o '"target_directory":"[^"]*"' | cut -d'"' -f4)"
 bin_dir="${target_dir:-target}/release"
 install -d -m 0755 "$PREFIX/bin"
-for b in vaultd vaultctl vault-mcp; do
-  install -m 0755 "$bin_dir/$b" "$PREFIX/bin/$b"
-done
+# vaultd and vaultctl execute-only (0111: not even you can read them): the
+# kernel then starts them non-dumpable, so no process of yours can open their
+# /proc/PID/mem in the moment before they make themselves so (an open
+# descriptor outlives PR_SET_DUMPABLE=0). vault-mcp holds nothing the agent
+# cannot read anyway.
+install -m 0111 "$bin_dir/vaultd" "$PREFIX/bin/vaultd"
+install -m 0111 "$bin_dir/vaultctl" "$PREFIX/bin/vaultctl"
+install -m 0755 "$bin_dir/vault-mcp" "$PREFIX/bin/vault-mcp"
 echo "installed vaultd, vaultctl, vault-mcp into $PREFIX/bin"
 # Man pages and completions, generated from the binaries' own clap definitions.
 docs="$(mktemp -d)"
@@ -50,10 +55,6 @@ for var in XDG_DATA_HOME XDG_STATE_HOME XDG_CONFIG_HOME; do
     *) continue ;;
   esac
   environment+=("Environment=\"$var=$value\"")
-  case "$var" in
-    XDG_DATA_HOME) edits+=(-e "s|%h/.local/share/vaultd|$value/vaultd|g") ;;
-    XDG_STATE_HOME) edits+=(-e "s|%h/.local/state/vaultd|$value/vaultd|g") ;;
-  esac
 done
 sed "${edits[@]}" systemd/vaultd.service > "$unit_dir/vaultd.service"
 if [ "${#environment[@]}" -gt 0 ]; then

@@ -306,3 +306,49 @@ fn same_user_cannot_read_vaultd_memory_or_environment() {
     drop(prober);
     assert_no_canary(&env, CANARY);
 }
+
+/// In a user namespace that its own user owns (a systemd user unit with
+/// `PrivateUsers=` or any option implying it, `unshare --user`, a rootless
+/// container), `PR_SET_DUMPABLE=0` protects nothing: the owner has
+/// CAP_SYS_PTRACE inside. `vaultd check` fails naming it, and with
+/// `require_sandbox = true` vaultd refuses to start.
+#[test]
+fn a_user_namespace_owned_by_its_user_is_named_and_refused_when_required() {
+    let env = VaultEnv::new();
+    let vaultd = &env.bins().vaultd;
+    let in_own_namespace = |args: &[&str]| {
+        Command::new("unshare")
+            .args(["--user", "--map-current-user"])
+            .arg(vaultd)
+            .args(args)
+            .envs(env.env_vars())
+            .output()
+    };
+    match in_own_namespace(&["--version"]) {
+        Ok(o) if o.status.success() => {}
+        other => {
+            eprintln!("SKIPPED: cannot run vaultd in a user namespace of its own: {other:?}");
+            return;
+        }
+    }
+    let outside = env.command(vaultd).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&outside.stdout);
+    assert!(text.contains("ok   user namespace"), "{text}");
+
+    let inside = in_own_namespace(&["check"]).unwrap();
+    let text = String::from_utf8_lossy(&inside.stdout);
+    assert!(!inside.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL user namespace: vaultd runs in a user namespace that this uid owns"),
+        "{text}"
+    );
+
+    env.write_config("require_sandbox = true\n");
+    let refused = in_own_namespace(&[]).unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("can ptrace vaultd") && stderr.contains("refuses to start"),
+        "{stderr}"
+    );
+}

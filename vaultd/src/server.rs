@@ -242,6 +242,9 @@ fn warnings(s: &crate::daemon::StatusInfo) -> Vec<String> {
     if !crate::sys::mlock_ok() {
         warnings.push("secret pages could not be locked in RAM (mlock failed): they may be swapped out; raise LimitMEMLOCK or set require_mlock".to_string());
     }
+    if let Some(why) = crate::sys::user_namespace_exposure() {
+        warnings.push(why.to_string());
+    }
     if let Some(e) = &s.audit_error {
         warnings.push(format!("audit log unavailable: {e}"));
     }

@@ -46,6 +46,53 @@ pub fn harden_process() -> io::Result<()> {
     Ok(())
 }
 
+/// Why `PR_SET_DUMPABLE=0` does not protect this process from its own
+/// user, if it does not: vaultd runs in a user namespace that this uid owns
+/// (a systemd *user* unit with `PrivateUsers=` or any option that implies it,
+/// `unshare --user`, a rootless container). The owner of a namespace has
+/// every capability inside it, CAP_SYS_PTRACE included, so the agent, as
+/// that user, could ptrace vaultd and read its memory. Computed once (it
+/// reads /proc, which the sandbox later closes); `None` in the initial
+/// namespace or one owned by another uid.
+pub fn user_namespace_exposure() -> Option<&'static str> {
+    static EXPOSURE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    EXPOSURE.get_or_init(user_namespace_exposure_now).as_deref()
+}
+
+fn user_namespace_exposure_now() -> Option<String> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    // The initial namespace maps every uid to itself.
+    if map.split_whitespace().eq(["0", "0", "4294967295"]) {
+        return None;
+    }
+    /// ioctl_ns(2): NS_GET_OWNER_UID, _IO(0xb7, 0x4).
+    const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+    let ns = std::fs::File::open("/proc/self/ns/user").ok();
+    let mut owner: libc::uid_t = libc::uid_t::MAX;
+    let known = ns.as_ref().is_some_and(|f| {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: `f` is an open namespace file and `owner` a writable uid_t
+        // that outlives the call, as NS_GET_OWNER_UID requires.
+        unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) == 0 }
+    });
+    if known && owner != getuid() {
+        return None;
+    }
+    Some(format!(
+        "vaultd runs in a user namespace {} (uid_map {:?}), whose owner has every capability inside it: \
+         processes of that user (an agent among them) can ptrace vaultd and read its memory, \
+         PR_SET_DUMPABLE=0 notwithstanding; run vaultd outside it (the shipped unit sets no \
+         PrivateUsers= and no option that implies it in a user manager: ProtectSystem=, \
+         ProtectHome=, PrivateTmp=, PrivateDevices=, ReadWritePaths=...)",
+        if known {
+            "that this uid owns"
+        } else {
+            "of unknown owner"
+        },
+        map.split_whitespace().collect::<Vec<_>>().join(" ")
+    ))
+}
+
 /// Raises the soft open-file limit to the hard limit, so thousands of idle
 /// clients cannot starve the accept loop of descriptors. Returns the new limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {

@@ -41,6 +41,8 @@ fn main() {
     let early = vaultd::sys::close_inherited_fds()
         .and_then(|_| vaultd::sys::harden_process())
         .and_then(|_| vaultd::sys::raise_nofile_limit().map(|_| ()));
+    // Reads /proc/self, which the sandbox later closes.
+    let _ = vaultd::sys::user_namespace_exposure();
     let args = Args::parse();
     if let Err(e) = early {
         eprintln!("vaultd: cannot harden the process: {e}");
@@ -78,6 +80,12 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::warn!(
             "secret pages cannot be locked in RAM (mlock failed): raise LimitMEMLOCK or `ulimit -l`"
         );
+    }
+    if let Some(why) = vaultd::sys::user_namespace_exposure() {
+        if config.require_sandbox {
+            bail!("{why}; vaultd refuses to start (require_sandbox = true)");
+        }
+        tracing::warn!("{why} (set require_sandbox = true to refuse to start like this)");
     }
     dirs.create_all()?;
     let sock_dir = dirs
@@ -344,6 +352,14 @@ fn check(config_path: Option<PathBuf>) -> anyhow::Result<bool> {
             "dumpable",
             "no (PR_SET_DUMPABLE=0: no ptrace by the same user, no /proc/PID/mem)",
         )
+    };
+    all &= match vaultd::sys::user_namespace_exposure() {
+        None => line(
+            true,
+            "user namespace",
+            "none that this uid owns (its processes cannot gain CAP_SYS_PTRACE over vaultd)",
+        ),
+        Some(why) => line(false, "user namespace", why),
     };
     all &= match vaultd::sys::core_limit() {
         0 => line(true, "core limit", "0 (no core files)"),
