@@ -483,3 +483,38 @@ fn lock_stops_a_vaultd_its_socket_no_longer_leads_to() {
     assert!(log.contains("can no longer be reached"), "{log}");
     drop(mcp);
 }
+
+/// `vaultctl lock` while an unlock derives its key (slow by design): the
+/// lock wins. The unlock used to install its state after the derivation
+/// whatever happened meanwhile, so a user who locked in a hurry ended up
+/// unlocked a few seconds later.
+#[test]
+fn a_lock_during_an_unlock_wins() {
+    let env = VaultEnv::new();
+    env.ctl_pass(&["init", "--kdf-memory-mib", "256", "--kdf-iterations", "4"])
+        .assert_ok();
+    let _d = env.start_daemon();
+    let started = Instant::now();
+    let mut unlock = env
+        .ctl_cmd(&["unlock"])
+        .passphrase(vaultd_tests::PASSPHRASE)
+        .spawn();
+    std::thread::sleep(Duration::from_millis(150));
+    if unlock.try_wait().is_some() {
+        println!("inconclusive: the unlock took under 150 ms, before the lock could be sent");
+        return;
+    }
+    env.lock();
+    let locked_at = started.elapsed();
+    let out = unlock.wait(Duration::from_secs(60));
+    println!(
+        "lock sent after {locked_at:?}; the unlock ended after {:?}",
+        started.elapsed()
+    );
+    out.assert_fail();
+    assert!(out.stderr.contains("locked while this unlock ran"), "{out}");
+    assert_eq!(env.status_json()["state"], "locked");
+    // And an unlock with nothing in its way still works.
+    env.unlock();
+    assert_eq!(env.status_json()["state"], "unlocked");
+}

@@ -165,6 +165,16 @@ fn policy_and_request_refusals_name_the_next_step() {
     assert!(wait > 0.0 && wait <= 60.0, "wait {wait} s: {}", r.text);
     println!("rate_limited: retry in {wait} s");
     assert_eq!(up.request_count(), 2, "the refused call was not sent");
+    // The agent can run `vaultctl lock` itself: the user's next unlock must
+    // not refill its bucket.
+    env.lock();
+    env.unlock();
+    refused_with(
+        &mcp.execute(get("limited", "/v1/echo")),
+        "rate_limited",
+        &["retry in"],
+    );
+    assert_eq!(up.request_count(), 2, "lock and unlock refilled the bucket");
     up.clear();
 
     // bad_request: path, method, header, query, and a body over 10 MiB.

@@ -152,3 +152,83 @@ fn changes_made_while_locked_are_audited() {
     env.ctl(&["audit", "verify"]).assert_ok();
     assert_no_canary(&env, CANARY);
 }
+
+/// The agent makes a vault of its own (`vaultctl init` with a passphrase it
+/// picks), swaps it in for `vault.bin` and runs `unlock` or a change with
+/// that passphrase. vaultd used to check the passphrase against whatever
+/// file was there: the agent's unlock cancelled the user's `unlock --for`
+/// timer (the vault stayed unlocked past it), and unlocked a locked vaultd
+/// with the agent's own vault. A vault that opens with another data key
+/// than the one this vaultd unlocked is now refused, and nothing changes.
+#[test]
+fn a_vault_the_agent_swapped_in_is_refused_by_unlock_and_changes() {
+    const AGENTS: &str = "the agent's own passphrase";
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    env.set_secret("tok", CANARY.as_bytes());
+    env.ctl_pass(&["unlock", "--for", "1h"]).assert_ok();
+    assert!(env.ctl(&["status"]).stdout.contains("locks by itself in"));
+
+    // The agent's vault, past the user's generation (the rollback check).
+    let theirs = VaultEnv::new();
+    theirs
+        .ctl_cmd(&["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"])
+        .passphrase(AGENTS)
+        .run()
+        .assert_ok();
+    let d2 = theirs.start_daemon();
+    theirs
+        .ctl_cmd(&["unlock"])
+        .passphrase(AGENTS)
+        .run()
+        .assert_ok();
+    for i in 0..20 {
+        theirs
+            .ctl_cmd(&["secret", "set", &format!("s{i}"), "--from-stdin"])
+            .passphrase(AGENTS)
+            .stdin(b"agent-value")
+            .run()
+            .assert_ok();
+    }
+    drop(d2);
+
+    let mine = vault_bytes(&env);
+    std::fs::write(
+        env.vault_path(),
+        std::fs::read(theirs.vault_path()).unwrap(),
+    )
+    .unwrap();
+    let swapped = vault_bytes(&env);
+    for args in [&["unlock"][..], &["secret", "set", "x", "--from-stdin"][..]] {
+        let out = env.ctl_cmd(args).passphrase(AGENTS).stdin(b"v").run();
+        out.assert_fail();
+        assert!(
+            out.stderr
+                .contains("is not the vault this vaultd unlocked before"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(vault_bytes(&env), swapped, "{args:?} changed the file");
+    }
+    let status = env.ctl(&["status"]).stdout;
+    assert!(
+        status.contains("locks by itself in"),
+        "the timer is gone:\n{status}"
+    );
+
+    // Locked, the same swap does not unlock it either.
+    env.lock();
+    let out = env.ctl_cmd(&["unlock"]).passphrase(AGENTS).run();
+    out.assert_fail();
+    assert!(
+        out.stderr
+            .contains("is not the vault this vaultd unlocked before"),
+        "{out}"
+    );
+    assert_eq!(env.status_json()["state"], "locked");
+
+    // The user's own vault, put back, unlocks as before.
+    std::fs::write(env.vault_path(), mine).unwrap();
+    env.unlock();
+    assert_eq!(env.status_json()["state"], "unlocked");
+    assert_no_canary(&env, CANARY);
+}

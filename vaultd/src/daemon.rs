@@ -124,7 +124,7 @@ pub struct Shared {
     /// holds while it runs (so `agent rm` can tell how many it aborted).
     pub agent_cancel: Mutex<HashMap<String, (CancellationToken, Arc<()>)>>,
     /// Rate limit buckets.
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
 }
 
 impl Shared {
@@ -204,6 +204,27 @@ pub struct Daemon {
     audit_head: crate::audit::HeadSlot,
     /// The timer of the last unlock, while it runs.
     auto_lock: Mutex<Option<AutoLock>>,
+    /// Identity ([`vault_id`]) of the vault this daemon last unlocked: a
+    /// file that opens with another data key (a vault the agent made with a
+    /// passphrase of its own, swapped in) is refused by unlock and changes.
+    vault_id: Mutex<Option<[u8; 32]>>,
+    /// Bumped by every lock, under the state's write lock: an unlock whose
+    /// key derivation spanned a lock does not unlock.
+    lock_epoch: AtomicU64,
+    /// The rate-limit buckets, kept across lock and unlock: the agent can
+    /// run `vaultctl lock` itself, and the user's next unlock must not hand
+    /// it a full bucket (a restart does: SECURITY.md).
+    limiter: Arc<Limiter>,
+}
+
+/// A vault's identity: a hash of its data key (the key itself is never kept
+/// outside its locked page).
+fn vault_id(data_key: &SecretBuf) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"vaultd vault identity v1\0");
+    h.update(data_key.expose());
+    h.finalize().into()
 }
 
 /// Throttle after `n` consecutive wrong passphrases.
@@ -267,6 +288,9 @@ impl Daemon {
             kdf_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             failures: Mutex::new(0),
             highest_generation: AtomicU64::new(0),
+            vault_id: Mutex::new(None),
+            lock_epoch: AtomicU64::new(0),
+            limiter: Arc::default(),
             system_roots: Arc::new(system_roots),
             landlock_status: "not applied".into(),
             landlock_enforced: false,
@@ -376,6 +400,9 @@ impl Daemon {
                         seen,
                     });
                 }
+                // Before the generation is remembered: a refused vault
+                // must not make the user's own look like a rollback.
+                self.same_vault(&opened.data_key)?;
                 self.highest_generation
                     .fetch_max(opened.data.generation, Ordering::SeqCst);
                 Ok(opened)
@@ -490,9 +517,12 @@ impl Daemon {
         lock_after: Option<Duration>,
     ) -> Result<Option<Duration>> {
         let _admin = self.admin.lock().await;
+        let epoch = self.lock_epoch.load(Ordering::SeqCst);
         let opened = self.open_vault(passphrase).await?;
         if self.unlocked().is_none() {
-            self.open_unlocked(opened)?;
+            self.open_unlocked(opened, epoch)?;
+        } else if self.lock_epoch.load(Ordering::SeqCst) != epoch {
+            return Err(Error::LockedMeanwhile);
         }
         let timer = match (lock_after, self.config.unlock_for) {
             (Some(d), _) => Some((
@@ -574,15 +604,40 @@ impl Daemon {
         self.lock_because(Some(why)).await;
     }
 
-    /// Builds the unlocked state from the vault `opened` and swaps it in.
-    fn open_unlocked(&self, opened: vault::Opened) -> Result<()> {
+    /// Refuses a vault that opens but is not the one this daemon unlocked
+    /// before (see [`Daemon::vault_id`]). Until a restart: a fresh daemon
+    /// has no memory to compare with (SECURITY.md, rollback).
+    fn same_vault(&self, data_key: &SecretBuf) -> Result<()> {
+        let known = *self.vault_id.lock().unwrap_or_else(|p| p.into_inner());
+        match known {
+            Some(id)
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                    &id[..],
+                    &vault_id(data_key)[..],
+                )) =>
+            {
+                tracing::warn!(
+                    "{} opens, but with another data key than the vault unlocked before: refused",
+                    self.dirs.vault_file.display()
+                );
+                Err(Error::VaultReplaced {
+                    path: self.dirs.vault_file.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Builds the unlocked state from the vault `opened` and swaps it in,
+    /// unless a lock came since `epoch` (read before the key derivation).
+    fn open_unlocked(&self, opened: vault::Opened, epoch: u64) -> Result<()> {
         let mut audit = AuditLog::open(&self.dirs.audit_file, &opened.data_key)?;
         audit.chain_from(&self.audit_head);
         let shared = Arc::new(Shared {
             audit: Mutex::new(audit),
             lock_cancel: CancellationToken::new(),
             agent_cancel: Mutex::new(HashMap::new()),
-            limiter: Limiter::default(),
+            limiter: Arc::clone(&self.limiter),
         });
         let rt = self.runtime(&opened.data)?;
         let unlocked = Unlocked::new(
@@ -592,6 +647,11 @@ impl Daemon {
             rt,
             shared.clone(),
         );
+        let id = vault_id(&unlocked.data_key);
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if self.lock_epoch.load(Ordering::SeqCst) != epoch {
+            return Err(Error::LockedMeanwhile);
+        }
         if let Err(e) = shared.audit(Record {
             kind: "admin".into(),
             event: Some("unlock".into()),
@@ -599,8 +659,9 @@ impl Daemon {
         }) {
             tracing::warn!("audit: {e}");
         }
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) =
-            State::Unlocked(Arc::new(unlocked));
+        *state = State::Unlocked(Arc::new(unlocked));
+        drop(state);
+        *self.vault_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
         tracing::info!("vault unlocked");
         Ok(())
     }
@@ -618,10 +679,12 @@ impl Daemon {
         if let Some(timer) = self.auto_lock().take() {
             timer.stop.cancel();
         }
-        let prev = std::mem::replace(
-            &mut *self.state.write().unwrap_or_else(|p| p.into_inner()),
-            State::Locked,
-        );
+        let prev = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            // Under the write lock: an unlock checks the epoch under it too.
+            self.lock_epoch.fetch_add(1, Ordering::SeqCst);
+            std::mem::replace(&mut *state, State::Locked)
+        };
         let State::Unlocked(u) = prev else {
             return 0;
         };
@@ -703,10 +766,12 @@ impl Daemon {
         }
         self.highest_generation
             .fetch_max(data.generation, Ordering::SeqCst);
-        if let Some(current) = self.unlocked() {
+        // Checked and swapped under one write lock: a lock that came while
+        // this change ran must not be undone by it.
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let State::Unlocked(current) = &*state {
             let next = Unlocked::new(header, data_key, data, rt, current.shared.clone());
-            *self.state.write().unwrap_or_else(|p| p.into_inner()) =
-                State::Unlocked(Arc::new(next));
+            *state = State::Unlocked(Arc::new(next));
         }
         Ok(out)
     }

@@ -72,6 +72,21 @@ pub enum Error {
         /// Highest generation seen.
         seen: u64,
     },
+    /// The vault file opens, but it is not the vault this daemon unlocked
+    /// before (another data key): it was replaced since.
+    #[error(
+        "vault file {} is not the vault this vaultd unlocked before (it was replaced since, by another vault of its own passphrase); nothing was changed and the running state stays as it is. Find what replaced it (an agent can write your files) and put your vault back; if you replaced it yourself, restart vaultd (`systemctl --user restart vaultd`)",
+        path.display()
+    )]
+    VaultReplaced {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `lock` (or the unlock timer) ran while this unlock derived its key.
+    #[error(
+        "vaultd was locked while this unlock ran (`vaultctl lock`, or the unlock timer): it stays locked; run `vaultctl unlock` again if you meant to unlock"
+    )]
+    LockedMeanwhile,
     /// Cryptographic failure that is not an authentication failure.
     #[error("cryptographic operation failed: {0}")]
     Crypto(&'static str),

@@ -177,9 +177,11 @@ pub fn status_of(e: Error) -> Status {
         Error::WrongPassphrase => Status::permission_denied(msg),
         Error::NoVault { .. } | Error::AuditUnavailable(_) => Status::failed_precondition(msg),
         Error::VaultExists { .. } => Status::already_exists(msg),
-        Error::Tampered { .. } | Error::BadFormat { .. } | Error::Rollback { .. } => {
-            Status::data_loss(msg)
-        }
+        Error::Tampered { .. }
+        | Error::BadFormat { .. }
+        | Error::Rollback { .. }
+        | Error::VaultReplaced { .. } => Status::data_loss(msg),
+        Error::LockedMeanwhile => Status::aborted(msg),
         Error::Invalid(_) => Status::invalid_argument(msg),
         Error::NotFound { .. } => Status::not_found(msg),
         Error::Io { .. } | Error::Crypto(_) | Error::SecretAlloc(_) | Error::Config(_) => {
