@@ -107,7 +107,7 @@ name = "{name}"
 service = "{name}"
 agents = ["a"]
 allow = ["* /v1/**"]
-deny = ["* /v1/admin/**"]
+deny = ["* /v1/admin/**", "GET /v1/secret/**"]
 "#
         ));
     }
@@ -353,6 +353,13 @@ fn table(other_port: u16) -> Vec<Row> {
             "denied_by_rule",
         ));
     }
+    // Most frameworks answer HEAD with the GET handler: a GET deny rule covers it.
+    t.push(refused(
+        "HEAD under a GET deny rule",
+        "bear",
+        json!({"capability": "bear", "method": "HEAD", "path": "/v1/secret/echo"}),
+        "denied_by_rule",
+    ));
     // --- methods
     for (n, m) in [
         ("TRACE", "TRACE"),
@@ -880,7 +887,7 @@ fn hostile_execute_calls_are_refused_or_neutralised() {
             r.target
         );
         assert!(
-            !r.path.contains("/admin"),
+            !r.path.contains("/admin") && !r.path.contains("/secret"),
             "deny rule bypassed: {}",
             r.target
         );

@@ -928,10 +928,16 @@ impl Rule {
     /// path that some server reads as the same one: each segment as
     /// [`lenient`] reads it (`/Secret`, `/secret.`, `/secret;x`, `/secret%20`
     /// are all `/secret`), and with the trailing `/` removed or added (most
-    /// servers route `/x/` and `/x` alike). Deny fails closed; allow rules
-    /// match exactly.
+    /// servers route `/x/` and `/x` alike). A `GET` deny rule also denies
+    /// `HEAD`, which most frameworks answer by running the GET handler.
+    /// Deny fails closed; allow rules match exactly.
     #[must_use]
     pub fn denies(&self, method: &str, path: &str) -> bool {
+        let method = if method == "HEAD" && self.method == Some("GET") {
+            "GET"
+        } else {
+            method
+        };
         let Some(segments) = self.candidate(method, path) else {
             return false;
         };
@@ -1905,6 +1911,28 @@ mod tests {
         }
         // Allow rules stay exact.
         assert!(!rule("GET /secret").matches("GET", "/secret/"));
+    }
+
+    #[test]
+    fn a_get_deny_rule_also_denies_head() {
+        // Most frameworks answer HEAD by running the GET handler.
+        let deny = rule("GET /echo/secret/**");
+        assert!(deny.denies("GET", "/echo/secret/x"));
+        assert!(deny.denies("HEAD", "/echo/secret/x"));
+        assert!(
+            deny.denies("HEAD", "/echo/Secret/x/"),
+            "with the lenient reading"
+        );
+        assert!(!deny.denies("HEAD", "/echo/public/x"));
+        for other in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+            assert!(!deny.denies(other, "/echo/secret/x"), "{other}");
+        }
+        // Only GET widens: a HEAD deny rule denies HEAD alone, and `*` all.
+        assert!(!rule("HEAD /echo/**").denies("GET", "/echo/x"));
+        assert!(rule("HEAD /echo/**").denies("HEAD", "/echo/x"));
+        assert!(rule("* /echo/**").denies("HEAD", "/echo/x"));
+        // Allow rules stay exact: `GET` does not grant HEAD.
+        assert!(!rule("GET /echo/**").matches("HEAD", "/echo/x"));
     }
 
     #[test]
