@@ -385,6 +385,98 @@ fn agent_input_cannot_forge_lines_in_audit_tail() {
     assert_no_canary(&env, CANARY);
 }
 
+/// The agent can append to the log (it writes the user's files): a forged
+/// record whose fields hold terminal escapes, a raw line of them, C1 and bidi
+/// characters (valid raw in JSON) and bytes that are not UTF-8. `audit tail`
+/// shows them escaped, as unreadable where they are not records, keeps
+/// showing the genuine records around them and exits 0; `audit verify`
+/// still fails on them.
+#[test]
+fn forged_and_damaged_lines_cannot_rewrite_the_terminal_or_stop_audit_tail() {
+    use std::io::Write;
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo/before"}))
+        .assert_ok();
+
+    let mac = "ab".repeat(32);
+    let forged_event = format!(
+        r#"{{"seq":99,"time":"2026-01-01T00:00:00.000Z","kind":"admin","event":"\u001b[3A\u001b[Jall quiet","mac":"{mac}"}}"#
+    );
+    let forged_raw_json = format!(
+        "{{\"seq\":100,\"time\":\"t\",\"kind\":\"admin\u{9b}2J\u{202e}\",\"agent\":\"\u{2066}x\",\"mac\":\"{mac}\"}}"
+    );
+    let mut forged: Vec<u8> = Vec::new();
+    forged.extend_from_slice(forged_event.as_bytes());
+    forged.push(b'\n');
+    forged.extend_from_slice(b"\x1b[3A\x1b[Jnothing happened here\n");
+    forged.extend_from_slice(forged_raw_json.as_bytes());
+    forged.push(b'\n');
+    // Read with the bad byte replaced, this line would parse as a record.
+    forged.extend_from_slice(b"{\"seq\":101,\"time\":\"t\",\"kind\":\"adm\xffn\",\"mac\":\"");
+    forged.extend_from_slice(mac.as_bytes());
+    forged.extend_from_slice(b"\"}\n");
+    let append = |bytes: &[u8]| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(env.audit_path())
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    };
+    append(&forged);
+    mcp.execute(json!({"capability": "echo", "method": "GET", "path": "/v1/echo/after"}))
+        .assert_ok();
+    append(b"\xff");
+
+    let out = env.ctl(&["audit", "tail"]);
+    out.assert_ok();
+    for bad in ['\u{1b}', '\u{9b}', '\u{202e}', '\u{2066}', '\r'] {
+        assert!(
+            !out.stdout.contains(bad),
+            "{bad:?} reaches the terminal: {:?}",
+            out.stdout
+        );
+    }
+    for genuine in ["/v1/echo/before", "/v1/echo/after", "result"] {
+        assert!(out.stdout.contains(genuine), "{genuine} not shown:\n{out}");
+    }
+    assert!(
+        out.stdout.contains("\\u{1b}[3A\\u{1b}[Jall quiet"),
+        "the forged event is shown escaped:\n{out}"
+    );
+    assert!(
+        out.stdout.contains("(unreadable record) \\u{1b}[3A"),
+        "the raw line is shown escaped, as unreadable:\n{out}"
+    );
+    assert_eq!(
+        out.stdout.matches("(unreadable record, not UTF-8)").count(),
+        2,
+        "{out}"
+    );
+
+    let out = env.ctl(&["audit", "tail", "--json"]);
+    out.assert_ok();
+    let lines = out.json_lines();
+    assert!(lines.iter().any(|l| l["path"] == "/v1/echo/after"), "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["unreadable_record"] == "\u{1b}[3A\u{1b}[Jnothing happened here"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains('\u{1b}'), "{:?}", out.stdout);
+
+    let v = env.ctl(&["audit", "verify"]);
+    v.assert_fail();
+    assert!(v.stderr.contains("FAILED"), "{v}");
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
 /// Rule 8: an allowed call gets its result record even when its caller goes
 /// away first (an MCP cancel or a killed vault-mcp drops the gRPC stream, and
 /// tonic drops the handler): the request reached the upstream, so the log

@@ -600,6 +600,34 @@ fn verify_file_marking(path: &Path, key: &SecretBuf, mark: u64) -> Verification 
     v
 }
 
+/// `s` with every control character (CR, LF, ESC...) and every invisible or
+/// bidirectional formatting character written out as an escape (`\u{1b}`),
+/// so that agent input in a record, or a forged line of the log, can neither
+/// start a line of its own nor rewrite the user's terminal.
+pub fn escape_hidden(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(is_hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if is_hidden(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Control characters and invisible or bidirectional formatting characters
+/// (zero-width spaces and joiners, direction marks, embeddings, overrides
+/// and isolates, the Arabic letter mark, word joiners, the BOM, the soft
+/// hyphen).
+pub fn is_hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}' | '\u{061C}')
+}
+
 /// Parses one stored line (for `audit tail`), without checking its MAC.
 pub fn parse_line(line: &str) -> Option<Record> {
     let (body, _) = split_line(line)?;

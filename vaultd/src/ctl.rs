@@ -886,9 +886,9 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 while let Some(line) = stream.message().await.map_err(rpc)? {
                     shown += 1;
                     if json {
-                        writeln!(out, "{}", json_audit(&line.json)).map_err(stdout_error)?;
+                        writeln!(out, "{}", json_audit(&line)).map_err(stdout_error)?;
                     } else {
-                        writeln!(out, "{}", human_audit(&line.json)).map_err(stdout_error)?;
+                        writeln!(out, "{}", human_audit(&line)).map_err(stdout_error)?;
                     }
                     out.flush().map_err(stdout_error)?;
                 }
@@ -1085,22 +1085,43 @@ impl TokenFile {
 /// A line of the log for `audit tail --json`, which prints one JSON object
 /// per line: the record as written, or, for a line that is not one (a
 /// damaged log; the same lines [`human_audit`] calls unreadable),
-/// `{"unreadable_record": LINE}`.
-fn json_audit(line: &str) -> String {
-    match crate::audit::parse_line(line) {
-        Some(_) => line.to_owned(),
-        None => serde_json::json!({ "unreadable_record": line }).to_string(),
+/// `{"unreadable_record": LINE}` (a line that is not UTF-8 with each invalid
+/// byte replaced by U+FFFD).
+fn json_audit(line: &AuditLine) -> String {
+    match record_of(line) {
+        Some(_) => line.json.clone(),
+        None => serde_json::json!({ "unreadable_record": line.json }).to_string(),
     }
 }
 
-fn human_audit(json: &str) -> String {
-    let Some(r) = crate::audit::parse_line(json) else {
-        return format!("(unreadable record) {json}");
+/// The record `line` holds, if it is one (not checked against its MAC:
+/// that is `audit verify`'s work).
+fn record_of(line: &AuditLine) -> Option<crate::audit::Record> {
+    if line.not_utf8 {
+        return None;
+    }
+    crate::audit::parse_line(&line.json)
+}
+
+/// A line of the log for `audit tail`: the record's fields on one line.
+/// Anyone who can write the user's files can append to the log, so every
+/// field, and a line that is not a record, has its control and invisible
+/// characters escaped: nothing in the log can move the cursor, erase what
+/// is above it or reorder the text on the user's terminal.
+fn human_audit(line: &AuditLine) -> String {
+    use crate::audit::escape_hidden as esc;
+    let Some(r) = record_of(line) else {
+        let why = if line.not_utf8 {
+            "unreadable record, not UTF-8"
+        } else {
+            "unreadable record"
+        };
+        return format!("({why}) {}", esc(&line.json));
     };
-    let mut s = format!("{} #{} {}", r.time, r.seq, r.kind);
+    let mut s = format!("{} #{} {}", esc(&r.time), r.seq, esc(&r.kind));
     let mut push = |label: &str, v: Option<String>| {
         if let Some(v) = v {
-            s.push_str(&format!(" {label}{v}"));
+            s.push_str(&format!(" {label}{}", esc(&v)));
         }
     };
     push("agent=", r.agent);
@@ -1702,23 +1723,92 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn stored(json: &str) -> AuditLine {
+        AuditLine {
+            json: json.to_owned(),
+            not_utf8: false,
+        }
+    }
+
     #[test]
     fn audit_tail_json_prints_an_object_for_every_line() {
         let good = format!(
             r#"{{"seq":1,"time":"2026-11-28T00:00:00.000Z","kind":"admin","mac":"{}"}}"#,
             "ab".repeat(32)
         );
-        assert_eq!(json_audit(&good), good);
+        assert_eq!(json_audit(&stored(&good)), good);
         for damaged in [
             "not json",
             "[1,2]",
             "\"text\"",
             r#"{"seq":1"#,
             r#"{"seq":1,"kind":"admin"}"#,
+            "\u{1b}[3A\u{1b}[J",
         ] {
-            let v: serde_json::Value = serde_json::from_str(&json_audit(damaged)).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&json_audit(&stored(damaged))).unwrap();
             assert_eq!(v, serde_json::json!({ "unreadable_record": damaged }));
         }
+        // A line that was not UTF-8 is no record, even when its text
+        // (invalid bytes replaced) would parse as one.
+        let lossy = good.replace("admin", "adm\u{fffd}n");
+        let line = AuditLine {
+            json: lossy.clone(),
+            not_utf8: true,
+        };
+        let v: serde_json::Value = serde_json::from_str(&json_audit(&line)).unwrap();
+        assert_eq!(v, serde_json::json!({ "unreadable_record": lossy }));
+    }
+
+    #[test]
+    fn audit_tail_escapes_every_field_and_every_unreadable_line() {
+        let hidden = "\u{1b}[3A\u{1b}[J\r\n\u{9b}2J\u{202e}\u{2066}\u{200b}\u{61c}\u{7f}";
+        let rec = crate::audit::Record {
+            seq: 7,
+            time: format!("2026-11-28T00:00:00.000Z{hidden}"),
+            kind: format!("admin{hidden}"),
+            agent: Some(format!("a{hidden}")),
+            capability: Some(format!("c{hidden}")),
+            method: Some(format!("GET{hidden}")),
+            path: Some(format!("/p{hidden}")),
+            decision: Some(format!("allowed{hidden}")),
+            rule: Some(format!("allow{hidden}")),
+            code: Some(format!("x{hidden}")),
+            reason: Some(format!("why{hidden}")),
+            error: Some(format!("e{hidden}")),
+            event: Some(format!("unlock{hidden}")),
+            ..Default::default()
+        };
+        let mut json = serde_json::to_string(&rec).unwrap();
+        json.pop();
+        json.push_str(&format!(r#","mac":"{}"}}"#, "ab".repeat(32)));
+        assert!(crate::audit::parse_line(&json).is_some(), "{json}");
+        let raw_lines = [
+            format!("{hidden} not a record"),
+            // Valid JSON may hold C1 and bidi characters raw.
+            "{\"seq\":1,\"kind\":\"\u{9b}2J\u{202e}\"}".to_owned(),
+        ];
+        let mut lines = vec![stored(&json)];
+        lines.extend(raw_lines.iter().map(|l| stored(l)));
+        lines.push(AuditLine {
+            json: format!("\u{fffd}{hidden}"),
+            not_utf8: true,
+        });
+        for line in &lines {
+            let shown = human_audit(line);
+            assert!(
+                !shown.contains(crate::audit::is_hidden),
+                "hidden characters reach the terminal: {shown:?}"
+            );
+            assert_eq!(shown.lines().count(), 1, "{shown:?}");
+        }
+        let shown = human_audit(&lines[0]);
+        for field in [
+            "#7", "agent=a", "cap=c", "GET", "/p", "allowed", "unlock", "why",
+        ] {
+            assert!(shown.contains(field), "{field} missing: {shown}");
+        }
+        assert!(human_audit(&lines[1]).starts_with("(unreadable record) "));
+        assert!(human_audit(&lines[3]).starts_with("(unreadable record, not UTF-8) "));
     }
 
     #[test]

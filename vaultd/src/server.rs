@@ -479,30 +479,45 @@ impl Vault for VaultService {
         } else {
             None
         };
-        let text = match tokio::fs::read_to_string(&path).await {
+        // Read as bytes and decoded line by line: a line that is not UTF-8
+        // (the agent can write this file) is sent marked, and the others
+        // as they are.
+        let bytes = match tokio::fs::read(&path).await {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(status_of(Error::io("read audit log", &path, e))),
         };
-        let lines: Vec<&str> = text.lines().collect();
+        let mut lines: Vec<AuditLine> = bytes
+            .strip_suffix(b"\n")
+            .unwrap_or(&bytes)
+            .split(|&b| b == b'\n')
+            .map(|l| match std::str::from_utf8(l) {
+                Ok(json) => AuditLine {
+                    json: json.to_owned(),
+                    not_utf8: false,
+                },
+                Err(_) => AuditLine {
+                    json: String::from_utf8_lossy(l).into_owned(),
+                    not_utf8: true,
+                },
+            })
+            .collect();
+        if bytes.is_empty() {
+            lines.clear();
+        }
+        drop(bytes);
+        let last_seq = lines
+            .last()
+            .filter(|l| !l.not_utf8)
+            .and_then(|l| crate::audit::parse_line(&l.json))
+            .map(|r| r.seq)
+            .unwrap_or(0);
         let skip = if r.n == 0 {
             0
         } else {
             lines.len().saturating_sub(r.n as usize)
         };
-        let initial: Vec<Result<AuditLine, Status>> = lines[skip..]
-            .iter()
-            .map(|l| {
-                Ok(AuditLine {
-                    json: (*l).to_string(),
-                })
-            })
-            .collect();
-        let last_seq = lines
-            .last()
-            .and_then(|l| crate::audit::parse_line(l))
-            .map(|r| r.seq)
-            .unwrap_or(0);
+        let initial: Vec<Result<AuditLine, Status>> = lines.drain(skip..).map(Ok).collect();
         let (tx, out) = mpsc::channel(256);
         tokio::spawn(async move {
             for item in initial {
@@ -520,7 +535,14 @@ impl Vault for VaultService {
                         if seq <= last_seq {
                             continue;
                         }
-                        if tx.send(Ok(AuditLine { json: line })).await.is_err() {
+                        if tx
+                            .send(Ok(AuditLine {
+                                json: line,
+                                not_utf8: false,
+                            }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }

@@ -31,7 +31,7 @@ use base64::Engine;
 use vault_proto::codes;
 use vault_proto::v1::{ExecuteRequest, ExecuteResponse, Header};
 
-use crate::audit::Record;
+use crate::audit::{self, Record, is_hidden};
 use crate::daemon::{Daemon, ServiceRuntime, Unlocked, token_hash};
 use crate::policy::Auth;
 
@@ -150,27 +150,12 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 /// Agent input for an audit record: control characters (CR, LF, ESC...) and
-/// invisible or bidirectional formatting characters escaped, so a field can
-/// never start a forged line or rewrite the user's terminal in `audit tail`;
-/// then clipped to `max` characters.
+/// invisible or bidirectional formatting characters escaped
+/// ([`audit::escape_hidden`]), so a field can never start a forged line or
+/// rewrite the user's terminal in `audit tail`; then clipped to `max`
+/// characters.
 fn for_audit(s: &str, max: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max));
-    for c in s.chars() {
-        if is_hidden(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    clip(&out, max)
-}
-
-/// Control characters and invisible or bidirectional formatting characters
-/// (zero-width spaces and joiners, direction marks and overrides, word
-/// joiners, the BOM, the soft hyphen).
-fn is_hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+    clip(&audit::escape_hidden(s), max)
 }
 
 /// Whether `s` has a character a person reading the audit log would see
@@ -1289,5 +1274,16 @@ mod tests {
         );
         assert_eq!(forged, "x\\r\\n2026 #1 decision\\u{1b}[2K\\u{202e}\\u{0}");
         assert_eq!(for_audit(&"a".repeat(100), 64).chars().count(), 65);
+        // Every bidi control (embeddings, overrides, isolates, marks), C1
+        // controls (CSI) and invisible characters.
+        for c in [
+            '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{200e}', '\u{200f}', '\u{061c}', '\u{9b}', '\u{7f}',
+            '\u{200b}', '\u{2060}', '\u{feff}', '\u{ad}', '\u{2028}',
+        ] {
+            let field = for_audit(&format!("a{c}b"), 64);
+            assert!(!field.contains(c), "{c:?} kept raw: {field:?}");
+            assert!(field.starts_with("a\\u{"), "{field:?}");
+        }
     }
 }
