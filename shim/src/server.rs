@@ -95,8 +95,9 @@ pub struct ExecuteArgs {
     #[serde(default)]
     #[schemars(with = "String")]
     pub body: Option<String>,
-    /// Why you are making this call, in one short sentence. Required by capabilities with
-    /// `requires_reason`; always written to the audit log.
+    /// Why you are making this call, in one short sentence (at most 1024 bytes; a longer
+    /// reason is refused). Required by capabilities with `requires_reason`; always written
+    /// to the audit log.
     #[serde(default)]
     #[schemars(with = "String")]
     pub reason: Option<String>,
@@ -266,7 +267,7 @@ const STRING_ARGS: [(&str, bool, &str); 5] = [
     (
         "reason",
         false,
-        "a string (one short sentence saying why you make this call)",
+        "a string (one short sentence, at most 1024 bytes, saying why you make this call)",
     ),
 ];
 

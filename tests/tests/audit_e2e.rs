@@ -385,6 +385,48 @@ fn agent_input_cannot_forge_lines_in_audit_tail() {
     assert_no_canary(&env, CANARY);
 }
 
+/// A refused call's record names the method as matched (`head` is HEAD); a
+/// reason is recorded escaped, and one over 1024 bytes is refused rather
+/// than cut to what fits (2000 spaces then "x" would be kept as spaces only).
+#[test]
+fn records_hold_the_canonical_method_and_the_whole_escaped_reason() {
+    let up = Upstream::start(TlsKind::Good);
+    let env = VaultEnv::new();
+    let _d = env.start_serving(&up, CANARY.as_bytes(), &policy(&up, &env));
+    let token = env.add_agent("a");
+    let mcp = env.mcp(&token);
+
+    mcp.execute(json!({"capability": "echo", "method": "head", "path": "/v1/admin/echo"}))
+        .assert_refused("denied_by_rule");
+    let last = records(&env).pop().unwrap();
+    assert_eq!(last["decision"], "denied", "{last}");
+    assert_eq!(last["method"], "HEAD", "{last}");
+
+    for long in [
+        format!("{}x", " ".repeat(2000)),
+        format!("{}x", "\u{200b}".repeat(400)),
+    ] {
+        let r = mcp.execute(
+            json!({"capability": "echo", "method": "GET", "path": "/v1/echo", "reason": long}),
+        );
+        r.assert_refused("bad_request");
+        assert!(r.text.contains("the limit is 1024 bytes"), "{}", r.text);
+    }
+    assert_eq!(up.request_count(), 0, "nothing sent for a refused reason");
+
+    mcp.execute(
+        json!({"capability": "echo", "method": "GET", "path": "/v1/echo",
+                       "reason": "ok \u{202e}\u{1b}[2K"}),
+    )
+    .assert_ok();
+    let recs = records(&env);
+    let decision = &recs[recs.len() - 2];
+    assert_eq!(decision["reason"], "ok \\u{202e}\\u{1b}[2K", "{decision}");
+    env.ctl(&["audit", "verify"]).assert_ok();
+    drop(mcp);
+    assert_no_canary(&env, CANARY);
+}
+
 /// The agent can append to the log (it writes the user's files): a forged
 /// record whose fields hold terminal escapes, a raw line of them, C1 and bidi
 /// characters (valid raw in JSON) and bytes that are not UTF-8. `audit tail`

@@ -33,8 +33,16 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 /// a longer one (a long path or reason) grows the buffer once or twice.
 const LINE_CAPACITY: usize = 768;
 
-/// Longest `reason` kept in a record.
+/// Longest `reason` an agent may give, in bytes: a longer one is refused
+/// (`proxy::execute`), so that the record holds the whole reason.
 pub const MAX_REASON_LEN: usize = 1024;
+
+/// Longest `reason` kept in a record, in characters, once its control and
+/// invisible characters are escaped ([`escape_hidden`]): a reason within
+/// [`MAX_REASON_LEN`] always fits (an escape is at most six characters for
+/// each byte it replaces, `\u{1b}`); the reason of a refused call that was
+/// over the limit is cut here.
+pub const MAX_RECORDED_REASON: usize = 6 * MAX_REASON_LEN;
 
 /// One audit record. Fields that do not apply are left out of the JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -326,9 +334,6 @@ impl AuditLog {
         }
         rec.seq = self.seq + 1;
         rec.time = now();
-        if let Some(r) = &mut rec.reason {
-            truncate_utf8(r, MAX_REASON_LEN);
-        }
         // One buffer, sized for a typical record (no growth, no second copy):
         // the body, then the MAC in place of its closing brace.
         let mut line = Vec::with_capacity(LINE_CAPACITY);
@@ -499,16 +504,6 @@ fn identity(file: &File, path: &Path, ino: (u64, u64)) -> std::result::Result<u6
         ));
     }
     Ok(fmeta.len())
-}
-
-fn truncate_utf8(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
 }
 
 /// Outcome of checking a log file.

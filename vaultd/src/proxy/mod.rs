@@ -164,6 +164,48 @@ fn has_visible_text(s: &str) -> bool {
     s.chars().any(|c| !c.is_whitespace() && !is_hidden(c))
 }
 
+/// The decision record of `req` as known before the decision (the decision,
+/// its rule and code are added after it): every field the agent sent
+/// escaped and clipped ([`for_audit`]), and its method the canonical one
+/// (`head` is recorded as `HEAD`, as it is matched and sent) when it is one.
+fn decision_record(agent: &str, peer: &Peer, req: &ExecuteRequest) -> Record {
+    let method = match request::canonical_method(&req.method) {
+        Ok(m) => m.to_owned(),
+        Err(_) => for_audit(&req.method, 16),
+    };
+    Record {
+        kind: "decision".into(),
+        agent: Some(agent.to_owned()),
+        peer_pid: peer.pid,
+        peer_uid: peer.uid,
+        peer_exe: peer.exe.clone(),
+        capability: Some(for_audit(&req.capability, 64)),
+        method: Some(method),
+        path: Some(for_audit(&req.path, 256)),
+        // Whole for any reason within the limit (longer ones are refused).
+        reason: (!req.reason.is_empty())
+            .then(|| for_audit(&req.reason, audit::MAX_RECORDED_REASON)),
+        ..Default::default()
+    }
+}
+
+/// Refuses a reason longer than [`audit::MAX_REASON_LEN`]: cut to fit the
+/// record, it would no longer be the reason given (nor show that the text
+/// that made it count as visible was there).
+fn check_reason_len(reason: &str) -> Result<(), Refusal> {
+    if reason.len() <= audit::MAX_REASON_LEN {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        codes::BAD_REQUEST,
+        format!(
+            "the reason is {} bytes; the limit is {} bytes: say why this call is needed in one short sentence",
+            reason.len(),
+            audit::MAX_REASON_LEN
+        ),
+    ))
+}
+
 struct InFlight<'a>(&'a Daemon);
 
 impl Drop for InFlight<'_> {
@@ -184,18 +226,7 @@ pub async fn execute(
     let (agent_cancel, _agent_call) = u.shared.agent_token(&agent);
     let lock_cancel = u.shared.lock_cancel.clone();
 
-    let mut rec = Record {
-        kind: "decision".into(),
-        agent: Some(agent.clone()),
-        peer_pid: peer.pid,
-        peer_uid: peer.uid,
-        peer_exe: peer.exe.clone(),
-        capability: Some(for_audit(&req.capability, 64)),
-        method: Some(for_audit(&req.method, 16)),
-        path: Some(for_audit(&req.path, 256)),
-        reason: (!req.reason.is_empty()).then(|| req.reason.clone()),
-        ..Default::default()
-    };
+    let mut rec = decision_record(&agent, peer, &req);
     let decided = decide(&u, &agent, &req);
     let (svc, method, url, headers) = match decided {
         Ok(ok) => ok,
@@ -363,6 +394,7 @@ fn decide(
         .collect();
     let query = request::check_query(&query, cred_query).map_err(bad)?;
     request::check_body(&headers, &req.body).map_err(bad)?;
+    check_reason_len(&req.reason).map_err(|r| (r, None))?;
     if req.body.len() > MAX_REQUEST_BODY {
         return Err((
             Refusal::new(
@@ -1261,6 +1293,76 @@ mod tests {
         for reason in ["x", " fix issue 12 ", "\u{200B}ok", "日本"] {
             assert!(has_visible_text(reason), "{reason:?}");
         }
+    }
+
+    fn call(method: &str, reason: &str) -> ExecuteRequest {
+        ExecuteRequest {
+            capability: "echo".into(),
+            method: method.into(),
+            path: "/echo/x".into(),
+            reason: reason.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reason_over_the_limit_is_refused_so_the_record_keeps_it_whole() {
+        // Cut to fit, these would record only blanks or invisible characters.
+        for long in [
+            format!("{}x", " ".repeat(2000)),
+            format!("{}x", "\u{200b}".repeat(400)),
+            "y".repeat(audit::MAX_REASON_LEN + 1),
+        ] {
+            let r = check_reason_len(&long).expect_err("refused");
+            assert_eq!(r.code, codes::BAD_REQUEST);
+            assert!(
+                r.message.contains("the limit is 1024 bytes"),
+                "{}",
+                r.message
+            );
+            // The refusal's own record stays bounded.
+            let rec = decision_record("a", &Peer::default(), &call("GET", &long));
+            assert!(rec.reason.unwrap().chars().count() <= audit::MAX_RECORDED_REASON + 1);
+        }
+        // Within the limit, every reason is recorded whole, escapes included,
+        // so the visible text that let it through is in the record.
+        let mut hidden = String::new();
+        for c in ['\u{1b}', '\u{0}', '\u{9b}', '\u{200b}', '\u{202e}']
+            .iter()
+            .cycle()
+        {
+            if hidden.len() + c.len_utf8() >= audit::MAX_REASON_LEN {
+                break;
+            }
+            hidden.push(*c);
+        }
+        for reason in [
+            format!("{hidden}x"),
+            format!("{}x", "\u{1b}".repeat(audit::MAX_REASON_LEN - 1)),
+            format!("{}x", "\u{200b}".repeat(300)),
+            format!("{}x", " ".repeat(audit::MAX_REASON_LEN - 1)),
+        ] {
+            assert!(reason.len() <= audit::MAX_REASON_LEN);
+            check_reason_len(&reason).expect("within the limit");
+            let rec = decision_record("a", &Peer::default(), &call("GET", &reason));
+            let kept = rec.reason.unwrap();
+            assert_eq!(kept, audit::escape_hidden(&reason), "cut");
+            assert!(kept.ends_with('x'));
+        }
+    }
+
+    #[test]
+    fn decision_records_hold_the_canonical_method_and_escaped_reason() {
+        let rec = decision_record("a", &Peer::default(), &call("head", "ok \u{202e}"));
+        assert_eq!(rec.method.as_deref(), Some("HEAD"));
+        assert_eq!(rec.reason.as_deref(), Some("ok \\u{202e}"));
+        let rec = decision_record("a", &Peer::default(), &call("GeT", "why\r\nforged"));
+        assert_eq!(rec.method.as_deref(), Some("GET"));
+        assert_eq!(rec.reason.as_deref(), Some("why\\r\\nforged"));
+        // Not a method: as given, escaped.
+        let rec = decision_record("a", &Peer::default(), &call("GET\u{1b}[2K", ""));
+        assert_eq!(rec.method.as_deref(), Some("GET\\u{1b}[2K"));
+        assert_eq!(rec.reason, None);
     }
 
     #[test]
