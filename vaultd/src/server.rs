@@ -482,7 +482,19 @@ impl Vault for VaultService {
         // Read as bytes and decoded line by line: a line that is not UTF-8
         // (the agent can write this file) is sent marked, and the others
         // as they are.
-        let bytes = match tokio::fs::read(&path).await {
+        // Only a regular file: a FIFO in its place would block the read.
+        let read = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            crate::sys::open_regular(std::fs::OpenOptions::new().read(true), &read).and_then(
+                |mut f| {
+                    let mut b = Vec::new();
+                    std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
+                },
+            )
+        })
+        .await
+        .map_err(|_| Status::internal("audit log reader panicked"))?;
+        let bytes = match bytes {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(status_of(Error::io("read audit log", &path, e))),
