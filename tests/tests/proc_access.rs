@@ -10,7 +10,11 @@
 //! - the control, `sleep`: every read succeeds. Without this the denials
 //!   below would prove nothing (a hardened kernel, a missing procfs...);
 //! - vaultd, with `VAULTD_HOME` owned by `nobody`, unlocked and holding a
-//!   secret: every read is refused.
+//!   secret: every read is refused;
+//! - vaultctl waiting for a passphrase on a descriptor (`init
+//!   --passphrase-fd 0`, stdin a pipe nobody writes): every read is refused,
+//!   so another process of the user cannot take a passphrase or a secret
+//!   from its heap while it waits or works.
 //!
 //! Needs root (to switch to `nobody`), `setpriv` and `python3`; without them it
 //! prints why and skips.
@@ -27,13 +31,19 @@ use vaultd_tests::{VaultEnv, assert_no_canary};
 const NOBODY: u32 = 65534;
 const CANARY: &str = "CANARY-proc-access-5b1e9d27c04a";
 
-/// Starts `argv[1:]` as its child, prints `{"pid": N}`, then answers each
-/// `probe` line on stdin with one JSON line saying what it could read, and
-/// `stop` by killing the child.
+/// Starts `argv[1:]` as its child (after an optional `--hold-stdin`), prints
+/// `{"pid": N}`, then answers each `probe` line on stdin with one JSON line
+/// saying what it could read, and `stop` by killing the child.
 const PROBER: &str = r#"
 import errno, json, os, subprocess, sys
 out = open(sys.argv[1], "wb")
-child = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+argv = sys.argv[2:]
+# --hold-stdin: the child's stdin is a pipe the prober keeps open and never
+# writes, so a child reading it waits (vaultctl waiting for a passphrase).
+hold = argv[0] == "--hold-stdin"
+if hold:
+    argv = argv[1:]
+child = subprocess.Popen(argv, stdin=subprocess.PIPE if hold else subprocess.DEVNULL, stdout=out, stderr=out)
 print(json.dumps({"pid": child.pid, "uid": os.getuid(), "euid": os.geteuid()}), flush=True)
 
 def err(e):
@@ -350,5 +360,98 @@ fn a_user_namespace_owned_by_its_user_is_named_and_refused_when_required() {
     assert!(
         stderr.contains("can ptrace vaultd") && stderr.contains("refuses to start"),
         "{stderr}"
+    );
+}
+
+/// /proc/PID/status's `State:` letter (R, S, D...).
+fn state_of(pid: u32) -> Option<char> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("State:"))?;
+    line.split_whitespace().nth(1)?.chars().next()
+}
+
+#[test]
+fn same_user_cannot_read_vaultctl_memory_while_it_waits_for_a_passphrase() {
+    let env = VaultEnv::new();
+    let (python, sleep) = match prerequisites(&env.bins().vaultctl) {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    // `init` needs no daemon and reads the passphrase before it writes anything.
+    chown_tree(env.root(), NOBODY, NOBODY);
+    let vars = env.env_vars();
+
+    // Control, with the same --hold-stdin: a plain process of nobody is readable.
+    let mut control = Prober::start(
+        &python,
+        &["--hold-stdin", &sleep.to_string_lossy(), "60"],
+        &vars,
+        &env.logs_dir().join("sleep.log"),
+    );
+    let p = control.probe();
+    println!("nobody reading nobody's `sleep`: {p}");
+    assert_readable(&p, "sleep");
+    drop(control);
+
+    let vaultctl = env.bins().vaultctl.to_string_lossy().into_owned();
+    let log = env.logs_dir().join("vaultctl-nobody.log");
+    let mut prober = Prober::start(
+        &python,
+        &[
+            "--hold-stdin",
+            &vaultctl,
+            "--passphrase-fd",
+            "0",
+            "init",
+            "--kdf-memory-mib",
+            "8",
+            "--kdf-iterations",
+            "1",
+        ],
+        &vars,
+        &log,
+    );
+    let pid = prober.child_pid;
+    // Wait until it sleeps in the read of fd 0 (sleeping twice in a row, 100 ms apart).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut asleep = 0;
+    while asleep < 2 {
+        match state_of(pid) {
+            Some('S') => asleep += 1,
+            Some(_) => asleep = 0,
+            None => panic!(
+                "vaultctl (nobody) ended instead of waiting for the passphrase; its output:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            ),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vaultctl did not wait for its passphrase within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(uid_of(pid), NOBODY, "vaultctl runs as nobody");
+
+    let p = prober.probe();
+    println!("nobody reading nobody's waiting vaultctl: {p}");
+    for k in ["environ", "maps", "mem"] {
+        let v = p[k].as_str().unwrap_or("missing");
+        assert!(
+            v.starts_with("refused: "),
+            "another process of the user read a waiting vaultctl's /proc/PID/{k} ({v}): vaultctl must make itself non-dumpable first thing. probe: {p}"
+        );
+    }
+    assert_eq!(
+        state_of(pid),
+        Some('S'),
+        "vaultctl was still waiting for the passphrase when probed"
+    );
+    drop(prober);
+    assert!(
+        !env.vault_path().exists(),
+        "nothing was created: the passphrase never came"
     );
 }

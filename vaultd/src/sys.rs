@@ -1,6 +1,7 @@
 //! Every `unsafe` block of the daemon lives here, each with a `// SAFETY:` note.
 //!
-//! - process hardening: not dumpable, no core files, inherited fds closed;
+//! - process hardening: not dumpable, no core files (vaultd and vaultctl),
+//!   inherited fds closed (vaultd);
 //! - secret pages: page-aligned, guarded, mlocked, excluded from core dumps
 //!   (memsec), with the mlock outcome reported instead of ignored;
 //! - a zeroing global allocator, so no freed heap block keeps what it held;
@@ -24,6 +25,8 @@ pub fn mlock_ok() -> bool {
 
 /// Makes the process non-dumpable (no ptrace attach by the same uid, no
 /// /proc/PID/mem or environ for others) and sets the core size limit to 0.
+/// The first thing vaultd and vaultctl do (vaultctl holds the passphrase and
+/// secret values it reads).
 pub fn harden_process() -> io::Result<()> {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers and touches no memory of ours.
     if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {

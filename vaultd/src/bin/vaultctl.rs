@@ -7,6 +7,16 @@ use clap::Parser;
 static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
 
 fn main() {
+    // Before anything else, as vaultd does: not dumpable (no ptrace attach, no
+    // /proc/PID/mem or environ for another process of this user while the
+    // passphrase or a secret is in memory, e.g. while `secret set` waits for
+    // input) and no core files. Inherited fds are kept: --passphrase-fd N.
+    if let Err(e) = vaultd::sys::harden_process() {
+        eprintln!(
+            "vaultctl: cannot make the process non-dumpable or turn off core files: {e}; nothing was done"
+        );
+        std::process::exit(1);
+    }
     let cli = vaultd::ctl::Cli::parse();
     // Before the runtime opens descriptors of its own (see check_fds).
     if let Err(e) = vaultd::ctl::check_fds(&cli) {
