@@ -10,7 +10,9 @@
 //! - bytes that are not HTTP/2 at all;
 //! - slow-loris clients (a byte now and then) and a silent client (closed
 //!   after `FIRST_BYTE_TIMEOUT`, 10 s);
-//! - 2000 idle connections at once.
+//! - 2000 idle connections at once;
+//! - one connection opening more HTTP/2 streams than vaultd allows
+//!   (`MAX_CONCURRENT_STREAMS`, 128) and ending none of them.
 //!
 //! Figures are printed; run with `--nocapture` to see them.
 
@@ -502,5 +504,148 @@ fn two_thousand_idle_connections_are_bounded_and_others_are_served() {
         rss_open >> 20,
         vm_bytes(pid, "VmHWM") >> 20
     );
+    rig.finish();
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/2 frames, for a client that ignores what the server asks of it.
+
+/// vaultd's HTTP/2 MAX_CONCURRENT_STREAMS per connection
+/// (`vaultd::server::MAX_CONCURRENT_STREAMS`, documented in SECURITY.md).
+const MAX_STREAMS: u32 = 128;
+
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_RST_STREAM: u8 = 0x3;
+const FRAME_SETTINGS: u8 = 0x4;
+const FRAME_GOAWAY: u8 = 0x7;
+const FLAG_ACK: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+const REFUSED_STREAM: u32 = 0x7;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One frame (type, flags, stream, payload), or None when nothing came within the read timeout.
+fn read_frame(s: &mut UnixStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    match s.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return None;
+        }
+        Err(e) => panic!("vaultd closed the connection: {e}"),
+    }
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).expect("read a frame's payload");
+    Some((head[3], head[4], stream, payload))
+}
+
+/// The HPACK block of a gRPC request to `Status` (literals without
+/// indexing, no Huffman: no table state to keep).
+fn status_request_headers() -> Vec<u8> {
+    fn literal(block: &mut Vec<u8>, value: &[u8]) {
+        block.push(value.len() as u8);
+        block.extend_from_slice(value);
+    }
+    let mut b = vec![0x83, 0x86]; // :method POST, :scheme http
+    b.push(0x04); // :path
+    literal(&mut b, b"/vault.v1.Vault/Status");
+    b.extend([0x0f, 0x10]); // content-type (static index 31)
+    literal(&mut b, b"application/grpc");
+    b.push(0x00); // a new name
+    literal(&mut b, b"te");
+    literal(&mut b, b"trailers");
+    b
+}
+
+#[test]
+fn one_connection_cannot_open_more_streams_than_the_limit() {
+    let rig = rig();
+    let pid = rig.pid();
+    let rss_before = vm_bytes(pid, "VmRSS");
+    let mut s = UnixStream::connect(rig.env.socket_path()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&frame(FRAME_SETTINGS, 0, 0, &[])).unwrap();
+
+    // The server's SETTINGS announce the limit.
+    let settings = loop {
+        match read_frame(&mut s) {
+            Some((FRAME_SETTINGS, flags, 0, payload)) if flags & FLAG_ACK == 0 => break payload,
+            Some(_) => continue,
+            None => panic!("vaultd sent no SETTINGS frame within 2 s"),
+        }
+    };
+    let announced = settings
+        .chunks_exact(6)
+        .find(|p| u16::from_be_bytes([p[0], p[1]]) == SETTINGS_MAX_CONCURRENT_STREAMS)
+        .map(|p| u32::from_be_bytes([p[2], p[3], p[4], p[5]]));
+    assert_eq!(
+        announced,
+        Some(MAX_STREAMS),
+        "vaultd's HTTP/2 SETTINGS must set MAX_CONCURRENT_STREAMS to {MAX_STREAMS} (None: unlimited, so one connection could open streams until memory runs out)"
+    );
+    // Acknowledged: from here on the server holds this connection to it.
+    s.write_all(&frame(FRAME_SETTINGS, FLAG_ACK, 0, &[]))
+        .unwrap();
+
+    // A client that ignores it: more streams than allowed, none ended.
+    const EXTRA: u32 = 32;
+    let block = status_request_headers();
+    let mut out = Vec::new();
+    for i in 0..MAX_STREAMS + EXTRA {
+        out.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 2 * i + 1, &block));
+    }
+    s.write_all(&out).unwrap();
+    let mut refused = Vec::new();
+    let mut other_resets = Vec::new();
+    while let Some((kind, _, stream, payload)) = read_frame(&mut s) {
+        match kind {
+            FRAME_RST_STREAM => {
+                let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
+                if code == REFUSED_STREAM {
+                    refused.push(stream);
+                } else {
+                    other_resets.push((stream, code));
+                }
+            }
+            FRAME_GOAWAY => panic!("vaultd sent GOAWAY: {payload:?}"),
+            _ => {}
+        }
+    }
+    assert!(other_resets.is_empty(), "other resets: {other_resets:?}");
+    let beyond: Vec<u32> = (MAX_STREAMS..MAX_STREAMS + EXTRA)
+        .map(|i| 2 * i + 1)
+        .collect();
+    assert_eq!(
+        refused, beyond,
+        "exactly the streams beyond the first {MAX_STREAMS} are refused (REFUSED_STREAM)"
+    );
+    let rss_open = vm_bytes(pid, "VmRSS");
+    println!(
+        "{} streams on one connection: {} refused; vaultd RSS {} -> {} MiB",
+        MAX_STREAMS + EXTRA,
+        refused.len(),
+        rss_before >> 20,
+        rss_open >> 20
+    );
+    // Others are still served while the streams are held open.
+    rig.status_prompt();
+    rig.grpc_status_prompt();
+    drop(s);
     rig.finish();
 }

@@ -6,6 +6,7 @@
 //! logs the refusal. A connection then takes one of the daemon's connection
 //! slots only once it has sent the whole HTTP/2 client preface, within
 //! [`FIRST_BYTE_TIMEOUT`]: silent, slow or junk clients never hold a slot.
+//! A connection has at most [`MAX_CONCURRENT_STREAMS`] calls open at once.
 //! Each handler checks the credentials again from tonic's `UdsConnectInfo`
 //! (defence in depth) and maps internal errors to wire statuses in one place
 //! ([`status_of`]).
@@ -34,6 +35,14 @@ use crate::secret::SecretBuf;
 /// before it is dropped (a client that connects and sends nothing, or sends
 /// it a byte at a time, holds nothing for long).
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most HTTP/2 streams (calls) one connection may have open at once,
+/// announced in vaultd's SETTINGS; a stream beyond it is refused
+/// (REFUSED_STREAM). tonic sets no limit of its own: 8 connections each
+/// opening 50 000 streams that never ended grew vaultd to 2.3 GB. Twice the
+/// 64 concurrent calls per agent that DESIGN.md promises (an agent's
+/// vault-mcp uses one connection, and its client waits for a free stream).
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// What every HTTP/2 client sends first (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

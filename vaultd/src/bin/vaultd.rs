@@ -218,6 +218,8 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let serve = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+            // Each connection bounded in memory (DESIGN.md rule 10): tonic's default is no limit.
+            .max_concurrent_streams(vaultd::server::MAX_CONCURRENT_STREAMS)
             .add_service(
                 // Bodies up to 10 MiB must reach the proxy's own check (bad_request), not tonic's 4 MiB default.
                 vault_proto::v1::vault_server::VaultServer::new(service)
