@@ -885,6 +885,52 @@ fn mistakes_are_named_without_echoing_a_secret() {
         typo.stderr.contains("unknown option") && !typo.stderr.contains("rotate"),
         "{typo}"
     );
+    // A secret typed in place of a descriptor number, or given to a flag
+    // that takes no value, is named by its option, never quoted.
+    let hyphen = format!("-{ARGV_CANARY}");
+    let fd_eq = format!("--passphrase-fd={ARGV_CANARY}");
+    let from_fd_eq = format!("--from-fd={ARGV_CANARY}");
+    let stdin_eq = format!("--from-stdin={ARGV_CANARY}");
+    for (args, said) in [
+        (
+            vec!["--passphrase-fd", ARGV_CANARY, "unlock"],
+            "--passphrase-fd needs a descriptor number",
+        ),
+        (
+            vec!["--passphrase-fd", &hyphen, "unlock"],
+            "--passphrase-fd needs a descriptor number",
+        ),
+        (
+            vec!["unlock", &fd_eq],
+            "--passphrase-fd needs a descriptor number",
+        ),
+        (
+            vec!["passwd", "--new-passphrase-fd", ARGV_CANARY],
+            "--new-passphrase-fd needs a descriptor number",
+        ),
+        (
+            vec!["secret", "set", "gh", "--from-fd", ARGV_CANARY],
+            "--from-fd needs a descriptor number",
+        ),
+        (
+            vec!["secret", "set", "gh", &from_fd_eq],
+            "--from-fd needs a descriptor number",
+        ),
+        (
+            vec!["secret", "set", "gh", &stdin_eq],
+            "--from-stdin takes no value",
+        ),
+    ] {
+        let out = env.ctl(&args);
+        out.assert_fail();
+        assert!(
+            out.stderr.contains(said)
+                && out.stderr.contains("not shown")
+                && !out.stderr.contains(ARGV_CANARY)
+                && !out.stdout.contains(ARGV_CANARY),
+            "vaultctl {args:?}: {out}"
+        );
+    }
 
     env.set_secret("tok", b"0123456789abcdef");
     for (body, said) in [

@@ -62,8 +62,8 @@ macro_rules! out {
 pub struct Cli {
     /// Read the passphrase from this open file descriptor (up to the first newline) instead of the terminal.
     /// It is read first: the same descriptor can then carry the new passphrase or the secret.
-    #[arg(long, global = true, value_name = "N")]
-    pub passphrase_fd: Option<u32>,
+    #[arg(long, global = true, value_name = "N", allow_hyphen_values = true, value_parser = fd_value)]
+    pub passphrase_fd: Option<Fd>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -102,8 +102,8 @@ pub enum Command {
     Passwd {
         /// Read the new passphrase from this open file descriptor (up to the first newline) instead of the
         /// terminal; read after --passphrase-fd's, so one descriptor can carry "OLD\nNEW\n".
-        #[arg(long, value_name = "N")]
-        new_passphrase_fd: Option<u32>,
+        #[arg(long, value_name = "N", allow_hyphen_values = true, value_parser = fd_value)]
+        new_passphrase_fd: Option<Fd>,
     },
     /// Store, list or remove secrets (values are write-only).
     #[command(subcommand)]
@@ -130,8 +130,14 @@ pub enum SecretCmd {
         name: String,
         /// Read the value from this open file descriptor (all the rest of it; one trailing newline is
         /// dropped); read after --passphrase-fd's, so one descriptor can carry "PASSPHRASE\nVALUE".
-        #[arg(long, value_name = "N", conflicts_with = "from_stdin")]
-        from_fd: Option<u32>,
+        #[arg(
+            long,
+            value_name = "N",
+            conflicts_with = "from_stdin",
+            allow_hyphen_values = true,
+            value_parser = fd_value
+        )]
+        from_fd: Option<Fd>,
         /// Read the value from stdin (all of it; one trailing newline is dropped).
         #[arg(long)]
         from_stdin: bool,
@@ -265,8 +271,61 @@ impl Which {
     }
 }
 
+/// A descriptor number from the command line (`--passphrase-fd N`,
+/// `--new-passphrase-fd N`, `--from-fd N`). Parsing it never fails, so clap
+/// never quotes what was typed: it may be a secret given in place of the
+/// number. [`Fd::number`] refuses a non-number naming only the option.
+#[derive(Debug, Clone, Copy)]
+pub struct Fd(Option<u32>);
+
+fn fd_value(value: &str) -> Result<Fd, std::convert::Infallible> {
+    Ok(Fd(value.parse().ok()))
+}
+
+impl Fd {
+    /// The number, or an error that names `flag` but not what was given.
+    pub fn number(self, flag: &str) -> anyhow::Result<u32> {
+        self.0.ok_or_else(|| {
+            anyhow!(
+                "{flag} needs a descriptor number like 3 (`vaultctl {flag} 3 ... 3<FILE`); what was given is not shown, in case it was a secret"
+            )
+        })
+    }
+}
+
+/// `fd` as a number, or the error of [`Fd::number`].
+fn fd_number(flag: &str, fd: Option<Fd>) -> anyhow::Result<Option<u32>> {
+    fd.map(|fd| fd.number(flag)).transpose()
+}
+
+/// Parses vaultctl's command line, as `Cli::parse` does, except that a value
+/// given to an option that takes none (`--from-stdin=VALUE`, `--json=VALUE`)
+/// is not quoted in the error: it may be a secret.
+pub fn parse_cli() -> Cli {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == ErrorKind::TooManyValues => {
+            let flag = match e.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(flag)) => flag.clone(),
+                _ => "an option".to_owned(),
+            };
+            clap::Error::raw(
+                ErrorKind::TooManyValues,
+                format!(
+                    "{flag} takes no value: write it alone, without `=`; what was given with it is not shown, in case it was a secret"
+                ),
+            )
+            .format(&mut Cli::command())
+            .exit()
+        }
+        Err(e) => e.exit(),
+    }
+}
+
 /// Every descriptor the command line names, with its flag.
-fn named_fds(cli: &Cli) -> Vec<(&'static str, u32)> {
+fn named_fds(cli: &Cli) -> Vec<(&'static str, Fd)> {
     let mut v = Vec::new();
     if let Some(fd) = cli.passphrase_fd {
         v.push(("--passphrase-fd", fd));
@@ -306,6 +365,7 @@ fn stray_value(value: &str) -> Result<Stray, std::convert::Infallible> {
 /// sockets later.
 pub fn check_fds(cli: &Cli) -> anyhow::Result<()> {
     for (flag, fd) in named_fds(cli) {
+        let fd = fd.number(flag)?;
         crate::sys::read_fd(fd, &mut []).map_err(|e| fd_error(flag, fd, e))?;
     }
     Ok(())
@@ -612,7 +672,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 }
 
 async fn run_command(cli: Cli) -> anyhow::Result<i32> {
-    let pfd = cli.passphrase_fd;
+    let pfd = fd_number("--passphrase-fd", cli.passphrase_fd)?;
     match cli.command {
         Command::Init {
             kdf_memory_mib,
@@ -672,6 +732,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
         Command::Lock => return lock().await,
         Command::Status { json } => return status(json).await,
         Command::Passwd { new_passphrase_fd } => {
+            let new_passphrase_fd = fd_number("--new-passphrase-fd", new_passphrase_fd)?;
             let mut c = connect().await?;
             let p = read_passphrase(pfd, Which::Current, "Current passphrase: ")?;
             let n = read_passphrase(new_passphrase_fd, Which::New, "New passphrase: ")?;
@@ -696,6 +757,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<i32> {
                 from_stdin,
                 stray,
             } => {
+                let from_fd = fd_number("--from-fd", from_fd)?;
                 if let Some(option) = stray.iter().find(|s| s.looks_like_option) {
                     bail!(
                         "unknown option after `secret set {name}` (the {}-byte word is not shown, in case it is the value): the options are --from-stdin and --from-fd N; see `vaultctl secret set --help`",

@@ -1,8 +1,6 @@
 //! vaultctl: the user's command line for vaultd. See `vaultctl --help`.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 #[global_allocator]
 static ALLOC: vaultd::sys::ZeroingAllocator = vaultd::sys::ZeroingAllocator;
 
@@ -17,7 +15,7 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let cli = vaultd::ctl::Cli::parse();
+    let cli = vaultd::ctl::parse_cli();
     // Before the runtime opens descriptors of its own (see check_fds).
     if let Err(e) = vaultd::ctl::check_fds(&cli) {
         eprintln!("vaultctl: {e}");
