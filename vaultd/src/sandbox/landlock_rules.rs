@@ -58,7 +58,8 @@ fn library_dirs() -> Vec<PathBuf> {
 }
 
 /// Rights in vaultd's own directories: read, create, write, truncate,
-/// rename within, remove. Not: execute, make directories, devices, fifos,
+/// rename within, remove. Not: execute (that is execve: Landlock does not
+/// govern mapping a file read+exec, see docs/sandbox.md), make directories, devices, fifos,
 /// sockets or symlinks, rename across directories.
 fn rw_dir_access() -> BitFlags<AccessFs> {
     make_bitflags!(AccessFs::{ReadFile | ReadDir | WriteFile | Truncate | MakeReg | RemoveFile})
@@ -230,7 +231,7 @@ impl Policy {
             ", remove-only the socket's dir".to_string()
         };
         format!(
-            "read-only {} file(s) and {} dir(s), read-write {} dir(s){socket}, TCP connect to port(s) {ports} only, no execute, no TCP bind, abstract unix sockets and signals scoped",
+            "read-only {} file(s) and {} dir(s), read-write {} dir(s){socket}, TCP connect to port(s) {ports} only, no execve of any file, no TCP bind, abstract unix sockets and signals scoped",
             self.read_files.len(),
             self.read_dirs.len(),
             self.rw_dirs.len()
@@ -247,7 +248,10 @@ impl Policy {
             out.push(format!("read      {}/**", p.display()));
         }
         for (p, _) in &self.rw_dirs {
-            out.push(format!("rw        {}/** (no execute)", p.display()));
+            out.push(format!(
+                "rw        {}/** (no execve of files there)",
+                p.display()
+            ));
         }
         for (p, _) in &self.socket_dirs {
             out.push(format!(
@@ -323,5 +327,29 @@ mod tests {
         let conf = "hosts: files resolve [!UNAVAIL=return] dns\n";
         assert_eq!(hosts_services(conf), ["files", "resolve", "dns"]);
         assert!(hosts_services("passwd: files\n").is_empty());
+    }
+
+    /// The wording claims what Landlock enforces: its execute right governs
+    /// execve, not mmap, so "no execute" on a writable directory overclaimed.
+    #[test]
+    fn descriptions_say_no_execve_not_no_execute() {
+        let dir = || PathFd::new("/").expect("open /");
+        let policy = Policy {
+            read_files: vec![],
+            read_dirs: vec![],
+            rw_dirs: vec![(PathBuf::from("/v"), dir())],
+            socket_dirs: vec![],
+            tcp_ports: vec![443],
+        };
+        let summary = policy.summary();
+        assert!(summary.contains("no execve of any file"), "{summary}");
+        let lines = policy.describe();
+        assert!(
+            lines.contains(&"rw        /v/** (no execve of files there)".to_owned()),
+            "{lines:?}"
+        );
+        for text in lines.iter().chain([&summary]) {
+            assert!(!text.contains("no execute"), "{text}");
+        }
     }
 }

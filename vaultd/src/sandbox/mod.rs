@@ -7,11 +7,12 @@
 //! `no_new_privs`.
 //!
 //! - Landlock ([`landlock_rules`]): read-only the config file, the resolver
-//!   files and the NSS modules getaddrinfo may load; read-write (no execute)
-//!   the vault, audit and socket directories; TCP connect only to
+//!   files and the NSS modules getaddrinfo may load; read-write (no execve of files
+//!   there) the vault, audit and socket directories; TCP connect only to
 //!   `upstream_ports`; no TCP bind; abstract unix sockets and signals scoped
 //!   to vaultd itself. Nothing else on the filesystem: not `$HOME`, not
-//!   `~/.ssh`, not `/etc/shadow` (root included), execute nowhere.
+//!   `~/.ssh`, not `/etc/shadow` (root included), execve of no file
+//!   (Landlock's execute right governs execve, not mmap).
 //! - seccomp ([`syscalls`], [`seccomp_filter`]): an allowlist for the whole
 //!   process; a kill list (execve, ptrace, mount, namespaces, bpf, keyrings,
 //!   io_uring...); anything else fails with EPERM.

@@ -161,8 +161,10 @@ const CLONE_NEW_ANY: &[&[Arg]] = &[
 
 const WX: u64 = (libc::PROT_WRITE | libc::PROT_EXEC) as u64;
 
-/// W^X: never memory both writable and executable (nothing in vaultd
-/// generates code; glibc maps NSS modules read+exec, never write+exec).
+/// W^X for anonymous memory and each single mapping: never one both
+/// writable and executable (nothing in vaultd generates code; glibc maps NSS
+/// modules read+exec, never write+exec). A file vaultd may write can still be
+/// mapped read+exec through a second mapping (docs/sandbox.md).
 const MMAP_NOT_WX: &[&[Arg]] = &[
     &[masked(2, WX, 0)],
     &[masked(2, WX, libc::PROT_WRITE as u64)],
