@@ -641,3 +641,30 @@ fn a_fifo_or_a_link_in_place_of_the_log_or_the_vault_is_refused() {
     env.ctl(&["audit", "verify"]).assert_ok();
     assert_no_canary(&env, CANARY);
 }
+
+/// `audit tail -f` leaves out only what it printed from the file already.
+/// It used to skip every new record numbered at or below the file's last
+/// line, which the agent can write: one appended line numbered u64::MAX
+/// hid every later record from the user's follower.
+#[test]
+fn a_forged_sequence_number_cannot_hide_new_records_from_tail_follow() {
+    let env = VaultEnv::new();
+    let _d = env.start_unlocked();
+    let log = env.audit_path();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text.lines().last().expect("a record");
+    let seq = serde_json::from_str::<Value>(last).unwrap()["seq"].clone();
+    let forged = last.replacen(
+        &format!("\"seq\":{seq}"),
+        &format!("\"seq\":{}", u64::MAX),
+        1,
+    );
+    assert_ne!(forged, last, "the line has a seq field: {last}");
+    std::fs::write(&log, format!("{text}{forged}\n")).unwrap();
+
+    let mut follower = env.ctl_cmd(&["audit", "tail", "-f", "-n", "1"]).spawn();
+    follower.wait_for_stdout("unlock", Duration::from_secs(10));
+    env.set_secret("after-the-forgery", b"value-of-the-new-secret");
+    let out = follower.wait_for_stdout("secret set after-the-forgery", Duration::from_secs(10));
+    assert!(!out.contains("value-of-the-new-secret"), "{out}");
+}

@@ -477,14 +477,12 @@ impl Vault for VaultService {
         let r = req.into_inner();
         let path = self.daemon.dirs.audit_file.clone();
         // Subscribe before reading so no line falls between the two.
+        // With it, the writer's sequence number at that moment: only lines
+        // past it can come both from the file and from the subscription.
         let rx = if r.follow {
-            Some(
-                self.daemon
-                    .require_unlocked()?
-                    .shared
-                    .audit_log()
-                    .subscribe(),
-            )
+            let unlocked = self.daemon.require_unlocked()?;
+            let log = unlocked.shared.audit_log();
+            Some((log.subscribe(), log.head().0))
         } else {
             None
         };
@@ -527,12 +525,21 @@ impl Vault for VaultService {
             lines.clear();
         }
         drop(bytes);
-        let last_seq = lines
-            .last()
-            .filter(|l| !l.not_utf8)
-            .and_then(|l| crate::audit::parse_line(&l.json))
-            .map(|r| r.seq)
-            .unwrap_or(0);
+        // Lines of the file written after the subscription, which the
+        // subscription repeats: skipped there by their exact text. (Not by
+        // the file's last sequence number: the agent can append a line
+        // with any number, and one of u64::MAX hid every new record.)
+        let read_twice: std::collections::HashSet<String> = match &rx {
+            Some((_, subscribed_at)) => lines
+                .iter()
+                .filter(|l| !l.not_utf8)
+                .filter(|l| {
+                    crate::audit::parse_line(&l.json).is_some_and(|r| r.seq > *subscribed_at)
+                })
+                .map(|l| l.json.clone())
+                .collect(),
+            None => Default::default(),
+        };
         let skip = if r.n == 0 {
             0
         } else {
@@ -546,14 +553,11 @@ impl Vault for VaultService {
                     return;
                 }
             }
-            let Some(mut rx) = rx else { return };
+            let Some((mut rx, _)) = rx else { return };
             loop {
                 match rx.recv().await {
                     Ok(line) => {
-                        let seq = crate::audit::parse_line(&line)
-                            .map(|r| r.seq)
-                            .unwrap_or(u64::MAX);
-                        if seq <= last_seq {
+                        if read_twice.contains(&line) {
                             continue;
                         }
                         if tx
