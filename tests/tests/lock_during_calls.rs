@@ -490,9 +490,24 @@ fn lock_stops_a_vaultd_its_socket_no_longer_leads_to() {
 /// unlocked a few seconds later.
 #[test]
 fn a_lock_during_an_unlock_wins() {
-    let env = VaultEnv::new();
-    env.ctl_pass(&["init", "--kdf-memory-mib", "256", "--kdf-iterations", "4"])
+    // A derivation of about 1.5 s with this build on this machine (a debug
+    // build's argon2 is many times slower): timed on a 2-pass init first.
+    let init = |env: &VaultEnv, iterations: u32| {
+        let started = Instant::now();
+        env.ctl_pass(&[
+            "init",
+            "--kdf-memory-mib",
+            "32",
+            "--kdf-iterations",
+            &iterations.to_string(),
+        ])
         .assert_ok();
+        started.elapsed()
+    };
+    let two_passes = init(&VaultEnv::new(), 2);
+    let iterations = (3.0 / two_passes.as_secs_f64()).ceil().clamp(2.0, 400.0) as u32;
+    let env = VaultEnv::new();
+    init(&env, iterations);
     let _d = env.start_daemon();
     let started = Instant::now();
     let mut unlock = env
