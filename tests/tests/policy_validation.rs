@@ -207,6 +207,26 @@ fn a_credential_that_cannot_go_in_a_header_is_refused() {
         before,
         "a refused policy changed the vault"
     );
+    // Bytes outside ASCII: a server reads them as Latin-1 and may echo
+    // `\u00e9` or its UTF-8, which the scrubber does not know.
+    env.set_secret("latin", format!("{CANARY}\u{e9}").as_bytes());
+    let before = read(&env.vault_path());
+    let out = env.try_apply_policy(
+        "[[service]]\nname = \"s\"\nbase_url = \"https://h.example/\"\n\
+         auth = { type = \"bearer\", secret = \"latin\" }\n",
+    );
+    refused_with(
+        &out,
+        &[
+            "secret \"latin\" holds bytes outside ASCII",
+            "`vaultctl secret set latin`",
+        ],
+    );
+    assert_eq!(
+        read(&env.vault_path()),
+        before,
+        "a refused policy changed the vault"
+    );
 
     // Basic auth sends base64(username:secret): any byte can go there.
     env.apply_policy(

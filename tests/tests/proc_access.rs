@@ -349,7 +349,7 @@ fn a_user_namespace_owned_by_its_user_is_named_and_refused_when_required() {
     let text = String::from_utf8_lossy(&inside.stdout);
     assert!(!inside.status.success(), "{text}");
     assert!(
-        text.contains("FAIL user namespace: vaultd runs in a user namespace that this uid owns"),
+        text.contains("FAIL user namespace: vaultd runs in a user namespace (owned by this uid"),
         "{text}"
     );
 

@@ -204,7 +204,7 @@ fn a_vault_the_agent_swapped_in_is_refused_by_unlock_and_changes() {
         out.assert_fail();
         assert!(
             out.stderr
-                .contains("is not the vault this vaultd unlocked before"),
+                .contains("is not the vault this vaultd opened before"),
             "{args:?}: {out}"
         );
         assert_eq!(vault_bytes(&env), swapped, "{args:?} changed the file");
@@ -221,7 +221,7 @@ fn a_vault_the_agent_swapped_in_is_refused_by_unlock_and_changes() {
     out.assert_fail();
     assert!(
         out.stderr
-            .contains("is not the vault this vaultd unlocked before"),
+            .contains("is not the vault this vaultd opened before"),
         "{out}"
     );
     assert_eq!(env.status_json()["state"], "locked");

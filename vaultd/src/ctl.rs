@@ -524,11 +524,11 @@ fn read_value(from_fd: Option<u32>, from_stdin: bool) -> anyhow::Result<Zeroizin
 /// `ca_file`), at most up to just past what vaultd accepts: a path like
 /// `/dev/zero` is refused instead of filling memory.
 fn read_text_file(path: &Path) -> std::io::Result<String> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(READ_LIMIT as u64)
-        .read_to_string(&mut text)?;
-    if text.len() > vault_proto::MAX_REQUEST_BYTES {
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > vault_proto::MAX_REQUEST_BYTES {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
@@ -538,7 +538,12 @@ fn read_text_file(path: &Path) -> std::io::Result<String> {
             ),
         ));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "it is not UTF-8 text: save it as UTF-8",
+        )
+    })
 }
 
 /// Secret values are read up to just past what vaultd accepts.

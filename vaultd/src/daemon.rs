@@ -204,7 +204,7 @@ pub struct Daemon {
     audit_head: crate::audit::HeadSlot,
     /// The timer of the last unlock, while it runs.
     auto_lock: Mutex<Option<AutoLock>>,
-    /// Identity ([`vault_id`]) of the vault this daemon last unlocked: a
+    /// Identity ([`vault_id`]) of the first vault this daemon opened: a
     /// file that opens with another data key (a vault the agent made with a
     /// passphrase of its own, swapped in) is refused by unlock and changes.
     vault_id: Mutex<Option<[u8; 32]>>,
@@ -391,7 +391,6 @@ impl Daemon {
             }
             Err(e) => Err(e),
             Ok(opened) => {
-                *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = 0;
                 let seen = self.highest_generation.load(Ordering::SeqCst);
                 if opened.data.generation < seen {
                     return Err(Error::Rollback {
@@ -405,6 +404,14 @@ impl Daemon {
                 self.same_vault(&opened.data_key)?;
                 self.highest_generation
                     .fetch_max(opened.data.generation, Ordering::SeqCst);
+                // The first vault opened (an unlock, or a change made while
+                // locked) is the one this daemon keeps to.
+                self.vault_id
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| vault_id(&opened.data_key));
+                // Only a vault this daemon accepts resets the throttle.
+                *self.failures.lock().unwrap_or_else(|p| p.into_inner()) = 0;
                 Ok(opened)
             }
         }
@@ -519,10 +526,10 @@ impl Daemon {
         let _admin = self.admin.lock().await;
         let epoch = self.lock_epoch.load(Ordering::SeqCst);
         let opened = self.open_vault(passphrase).await?;
+        // Already unlocked: the passphrase (of the same vault) is checked and
+        // the timer set. A lock meanwhile leaves it locked, and then this branch.
         if self.unlocked().is_none() {
             self.open_unlocked(opened, epoch)?;
-        } else if self.lock_epoch.load(Ordering::SeqCst) != epoch {
-            return Err(Error::LockedMeanwhile);
         }
         let timer = match (lock_after, self.config.unlock_for) {
             (Some(d), _) => Some((
@@ -647,7 +654,6 @@ impl Daemon {
             rt,
             shared.clone(),
         );
-        let id = vault_id(&unlocked.data_key);
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         if self.lock_epoch.load(Ordering::SeqCst) != epoch {
             return Err(Error::LockedMeanwhile);
@@ -661,7 +667,6 @@ impl Daemon {
         }
         *state = State::Unlocked(Arc::new(unlocked));
         drop(state);
-        *self.vault_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
         tracing::info!("vault unlocked");
         Ok(())
     }
@@ -770,7 +775,9 @@ impl Daemon {
         // this change ran must not be undone by it.
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         if let State::Unlocked(current) = &*state {
-            let next = Unlocked::new(header, data_key, data, rt, current.shared.clone());
+            let mut next = Unlocked::new(header, data_key, data, rt, current.shared.clone());
+            // Still the same unlock: `status` counts from its start.
+            next.unlocked_at = current.unlocked_at;
             *state = State::Unlocked(Arc::new(next));
         }
         Ok(out)

@@ -75,7 +75,7 @@ pub enum Error {
     /// The vault file opens, but it is not the vault this daemon unlocked
     /// before (another data key): it was replaced since.
     #[error(
-        "vault file {} is not the vault this vaultd unlocked before (it was replaced since, by another vault of its own passphrase); nothing was changed and the running state stays as it is. Find what replaced it (an agent can write your files) and put your vault back; if you replaced it yourself, restart vaultd (`systemctl --user restart vaultd`)",
+        "vault file {} is not the vault this vaultd opened before (it was replaced since, by another vault of its own passphrase); nothing was changed and the running state stays as it is. Find what replaced it (an agent can write your files) and put your vault back; if you replaced it yourself, restart vaultd (`systemctl --user restart vaultd`)",
         path.display()
     )]
     VaultReplaced {

@@ -82,6 +82,8 @@ pub struct SecretShape {
     /// Whether the value holds a control character (CR, LF, NUL, ... but not
     /// tab) that no HTTP header value may carry.
     pub has_control: bool,
+    /// Whether the value holds a byte outside ASCII.
+    pub has_non_ascii: bool,
 }
 
 impl SecretShape {
@@ -90,6 +92,7 @@ impl SecretShape {
         SecretShape {
             len: value.len(),
             has_control: value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f),
+            has_non_ascii: !value.is_ascii(),
         }
     }
 
@@ -103,10 +106,18 @@ impl SecretShape {
             ));
         }
         let in_header = matches!(auth, Auth::Bearer { .. } | Auth::Header { .. });
-        (in_header && self.has_control).then(|| {
-            format!(
+        if in_header && self.has_control {
+            return Some(format!(
                 "secret {name:?} holds a line break or another control character, which cannot go in an HTTP header: \
                  set it again without it (`vaultctl secret set {name}` reads the value from the terminal or stdin and drops one trailing newline)"
+            ));
+        }
+        // Servers read header bytes above 0x7f as Latin-1 and may echo them
+        // re-encoded (`\u00e9`, UTF-8), in forms the scrubber does not know.
+        (in_header && self.has_non_ascii).then(|| {
+            format!(
+                "secret {name:?} holds bytes outside ASCII, which an HTTP header does not carry as they are (servers read them as Latin-1 \
+                 and may echo them re-encoded, past the redaction): set it again as the API gave it (API keys are ASCII) with `vaultctl secret set {name}`"
             )
         })
     }

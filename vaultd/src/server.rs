@@ -529,15 +529,24 @@ impl Vault for VaultService {
         // subscription repeats: skipped there by their exact text. (Not by
         // the file's last sequence number: the agent can append a line
         // with any number, and one of u64::MAX hid every new record.)
+        // Bounded by the writer's number after the read: forged lines with
+        // any other number are not kept for the whole follow.
         let read_twice: std::collections::HashSet<String> = match &rx {
-            Some((_, subscribed_at)) => lines
-                .iter()
-                .filter(|l| !l.not_utf8)
-                .filter(|l| {
-                    crate::audit::parse_line(&l.json).is_some_and(|r| r.seq > *subscribed_at)
-                })
-                .map(|l| l.json.clone())
-                .collect(),
+            Some((_, subscribed_at)) => {
+                let read_at = self
+                    .daemon
+                    .require_unlocked()
+                    .map_or(u64::MAX, |u| u.shared.audit_log().head().0);
+                lines
+                    .iter()
+                    .filter(|l| !l.not_utf8)
+                    .filter(|l| {
+                        crate::audit::parse_line(&l.json)
+                            .is_some_and(|r| r.seq > *subscribed_at && r.seq <= read_at)
+                    })
+                    .map(|l| l.json.clone())
+                    .collect()
+            }
             None => Default::default(),
         };
         let skip = if r.n == 0 {

@@ -55,17 +55,19 @@ pub fn harden_process() -> io::Result<()> {
 /// `unshare --user`, a rootless container). The owner of a namespace has
 /// every capability inside it, CAP_SYS_PTRACE included, so the agent, as
 /// that user, could ptrace vaultd and read its memory. Computed once (it
-/// reads /proc, which the sandbox later closes); `None` in the initial
-/// namespace or one owned by another uid.
+/// reads /proc, which the sandbox later closes); `None` only in the initial
+/// namespace.
 pub fn user_namespace_exposure() -> Option<&'static str> {
     static EXPOSURE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     EXPOSURE.get_or_init(user_namespace_exposure_now).as_deref()
 }
 
 fn user_namespace_exposure_now() -> Option<String> {
-    let map = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    let map = std::fs::read_to_string("/proc/self/uid_map");
     // The initial namespace maps every uid to itself.
-    if map.split_whitespace().eq(["0", "0", "4294967295"]) {
+    if let Ok(map) = &map
+        && map.split_whitespace().eq(["0", "0", "4294967295"])
+    {
         return None;
     }
     /// ioctl_ns(2): NS_GET_OWNER_UID, _IO(0xb7, 0x4).
@@ -78,21 +80,26 @@ fn user_namespace_exposure_now() -> Option<String> {
         // that outlives the call, as NS_GET_OWNER_UID requires.
         unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) == 0 }
     });
-    if known && owner != getuid() {
-        return None;
-    }
+    // Any other namespace: from inside, its owner cannot be told apart from
+    // the user (in a rootless container the user is uid 0 here, or not
+    // mapped at all), so none is taken as safe.
     Some(format!(
-        "vaultd runs in a user namespace {} (uid_map {:?}), whose owner has every capability inside it: \
-         processes of that user (an agent among them) can ptrace vaultd and read its memory, \
+        "vaultd runs in a user namespace ({}; uid_map {}), whose owner has every capability inside it: \
+         if that is your user, your processes (an agent among them) can ptrace vaultd and read its memory, \
          PR_SET_DUMPABLE=0 notwithstanding; run vaultd outside it (the shipped unit sets no \
          PrivateUsers= and no option that implies it in a user manager: ProtectSystem=, \
          ProtectHome=, PrivateTmp=, PrivateDevices=, ReadWritePaths=...)",
-        if known {
-            "that this uid owns"
+        if known && owner == getuid() {
+            "owned by this uid".to_string()
+        } else if known {
+            format!("owned by the uid shown here as {owner}")
         } else {
-            "of unknown owner"
+            "owner unknown".to_string()
         },
-        map.split_whitespace().collect::<Vec<_>>().join(" ")
+        match &map {
+            Ok(m) => format!("{:?}", m.split_whitespace().collect::<Vec<_>>().join(" ")),
+            Err(e) => format!("unreadable: {e}"),
+        }
     ))
 }
 
@@ -229,7 +236,7 @@ pub fn open_regular(
     if !kind.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "it is not a regular file (a FIFO, socket or device): move it away; vaultd creates a new file",
+            "it is not a regular file (a directory, FIFO, socket or device), which vaultd does not read or write: put the file itself there",
         ));
     }
     Ok(file)

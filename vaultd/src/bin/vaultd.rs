@@ -359,7 +359,7 @@ fn check(config_path: Option<PathBuf>) -> anyhow::Result<bool> {
         None => line(
             true,
             "user namespace",
-            "none that this uid owns (its processes cannot gain CAP_SYS_PTRACE over vaultd)",
+            "none (the initial one: no process of this uid can gain CAP_SYS_PTRACE over vaultd)",
         ),
         Some(why) => line(false, "user namespace", why),
     };

@@ -155,7 +155,14 @@ fn clip(s: &str, max: usize) -> String {
 /// rewrite the user's terminal in `audit tail`; then clipped to `max`
 /// characters.
 fn for_audit(s: &str, max: usize) -> String {
-    clip(&audit::escape_hidden(s), max)
+    // Escaping only lengthens: the first `max + 1` characters are all that
+    // can show (an 11 MiB field of ESC bytes was escaped whole, 66 MiB, before
+    // its length was checked).
+    let head = match s.char_indices().nth(max + 1) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    };
+    clip(&audit::escape_hidden(head), max)
 }
 
 /// Whether `s` has a character a person reading the audit log would see
