@@ -611,8 +611,8 @@ impl Daemon {
         self.lock_because(Some(why)).await;
     }
 
-    /// Refuses a vault that opens but is not the one this daemon unlocked
-    /// before (see [`Daemon::vault_id`]). Until a restart: a fresh daemon
+    /// Refuses a vault that opens but is not the one this daemon opened
+    /// first (see [`Daemon::vault_id`]). Until a restart: a fresh daemon
     /// has no memory to compare with (SECURITY.md, rollback).
     fn same_vault(&self, data_key: &SecretBuf) -> Result<()> {
         let known = *self.vault_id.lock().unwrap_or_else(|p| p.into_inner());
@@ -624,7 +624,7 @@ impl Daemon {
                 )) =>
             {
                 tracing::warn!(
-                    "{} opens, but with another data key than the vault unlocked before: refused",
+                    "{} opens, but with another data key than the vault opened before: refused",
                     self.dirs.vault_file.display()
                 );
                 Err(Error::VaultReplaced {

@@ -49,12 +49,13 @@ pub fn harden_process() -> io::Result<()> {
     Ok(())
 }
 
-/// Why `PR_SET_DUMPABLE=0` does not protect this process from its own
-/// user, if it does not: vaultd runs in a user namespace that this uid owns
-/// (a systemd *user* unit with `PrivateUsers=` or any option that implies it,
+/// Why `PR_SET_DUMPABLE=0` may not protect this process from its own
+/// user: vaultd runs in a user namespace other than the initial one (a
+/// systemd *user* unit with `PrivateUsers=` or any option that implies it,
 /// `unshare --user`, a rootless container). The owner of a namespace has
-/// every capability inside it, CAP_SYS_PTRACE included, so the agent, as
-/// that user, could ptrace vaultd and read its memory. Computed once (it
+/// every capability inside it, CAP_SYS_PTRACE included, so if that is the
+/// user, the agent could ptrace vaultd and read its memory; from inside,
+/// the owner cannot be told apart from the user. Computed once (it
 /// reads /proc, which the sandbox later closes); `None` only in the initial
 /// namespace.
 pub fn user_namespace_exposure() -> Option<&'static str> {
