@@ -123,8 +123,6 @@ pub struct Shared {
     /// Per agent: the token that aborts its calls, and a handle each call
     /// holds while it runs (so `agent rm` can tell how many it aborted).
     pub agent_cancel: Mutex<HashMap<String, (CancellationToken, Arc<()>)>>,
-    /// Rate limit buckets.
-    pub limiter: Arc<Limiter>,
 }
 
 impl Shared {
@@ -214,7 +212,7 @@ pub struct Daemon {
     /// The rate-limit buckets, kept across lock and unlock: the agent can
     /// run `vaultctl lock` itself, and the user's next unlock must not hand
     /// it a full bucket (a restart does: SECURITY.md).
-    limiter: Arc<Limiter>,
+    pub limiter: Limiter,
 }
 
 /// A vault's identity: a hash of its data key (the key itself is never kept
@@ -290,7 +288,7 @@ impl Daemon {
             highest_generation: AtomicU64::new(0),
             vault_id: Mutex::new(None),
             lock_epoch: AtomicU64::new(0),
-            limiter: Arc::default(),
+            limiter: Limiter::default(),
             system_roots: Arc::new(system_roots),
             landlock_status: "not applied".into(),
             landlock_enforced: false,
@@ -644,7 +642,6 @@ impl Daemon {
             audit: Mutex::new(audit),
             lock_cancel: CancellationToken::new(),
             agent_cancel: Mutex::new(HashMap::new()),
-            limiter: Arc::clone(&self.limiter),
         });
         let rt = self.runtime(&opened.data)?;
         let unlocked = Unlocked::new(
@@ -943,19 +940,19 @@ impl Daemon {
         })
         .await?;
         let mut aborted = 0;
-        if let Some(u) = self.unlocked() {
-            if let Some((t, calls)) = u
+        if let Some(u) = self.unlocked()
+            && let Some((t, calls)) = u
                 .shared
                 .agent_cancel
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&name)
-            {
-                aborted = u32::try_from(Arc::strong_count(&calls) - 1).unwrap_or(u32::MAX);
-                t.cancel();
-            }
-            u.shared.limiter.forget_agent(&name);
+        {
+            aborted = u32::try_from(Arc::strong_count(&calls) - 1).unwrap_or(u32::MAX);
+            t.cancel();
         }
+        // Locked or not: the buckets outlive an unlock.
+        self.limiter.forget_agent(&name);
         Ok(aborted)
     }
 

@@ -261,8 +261,8 @@ fn warnings(s: &crate::daemon::StatusInfo) -> Vec<String> {
     }
     if let Some(gap) = &s.audit_gap {
         warnings.push(format!(
-                "audit log tampered with: {gap}; find what changed it (an agent can write your files), and see `vaultctl audit verify`"
-            ));
+            "audit log tampered with: {gap}; find what changed it (an agent can write your files), and see `vaultctl audit verify`"
+        ));
     }
     warnings
 }
@@ -491,25 +491,19 @@ impl Vault for VaultService {
         // as they are.
         // Only a regular file: a FIFO in its place would block the read.
         let read = path.clone();
-        let bytes = tokio::task::spawn_blocking(move || {
-            crate::sys::open_regular(std::fs::OpenOptions::new().read(true), &read).and_then(
-                |mut f| {
-                    let mut b = Vec::new();
-                    std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
-                },
-            )
-        })
-        .await
-        .map_err(|_| Status::internal("audit log reader panicked"))?;
+        let bytes = tokio::task::spawn_blocking(move || crate::sys::read_regular(&read))
+            .await
+            .map_err(|_| Status::internal("audit log reader panicked"))?;
         let bytes = match bytes {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(status_of(Error::io("read audit log", &path, e))),
         };
-        let mut lines: Vec<AuditLine> = bytes
-            .strip_suffix(b"\n")
-            .unwrap_or(&bytes)
-            .split(|&b| b == b'\n')
+        let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let mut lines: Vec<AuditLine> = (!bytes.is_empty())
+            .then(|| text.split(|&b| b == b'\n'))
+            .into_iter()
+            .flatten()
             .map(|l| match std::str::from_utf8(l) {
                 Ok(json) => AuditLine {
                     json: json.to_owned(),
@@ -521,9 +515,6 @@ impl Vault for VaultService {
                 },
             })
             .collect();
-        if bytes.is_empty() {
-            lines.clear();
-        }
         drop(bytes);
         // Lines of the file written after the subscription, which the
         // subscription repeats: skipped there by their exact text. (Not by

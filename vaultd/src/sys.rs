@@ -243,6 +243,15 @@ pub fn open_regular(
     Ok(file)
 }
 
+/// The whole contents of `path`, read only if it is a regular file
+/// ([`open_regular`]).
+pub fn read_regular(path: &std::path::Path) -> io::Result<Vec<u8>> {
+    let mut file = open_regular(std::fs::OpenOptions::new().read(true), path)?;
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(bytes)
+}
+
 /// The value of the `Key:\tvalue` line `key` of a /proc/PID/status text.
 pub fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status.lines().find_map(|l| {

@@ -441,11 +441,7 @@ impl<'a> Reader<'a> {
 /// Reads the vault file; a missing file is [`Error::NoVault`].
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     // Only a regular file: a FIFO planted in its place would block the read.
-    let read = crate::sys::open_regular(OpenOptions::new().read(true), path).and_then(|mut f| {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut b).map(|_| b)
-    });
-    match read {
+    match crate::sys::read_regular(path) {
         Ok(b) => Ok(b),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NoVault {
             path: path.to_path_buf(),

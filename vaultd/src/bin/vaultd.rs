@@ -41,8 +41,6 @@ fn main() {
     let early = vaultd::sys::close_inherited_fds()
         .and_then(|_| vaultd::sys::harden_process())
         .and_then(|_| vaultd::sys::raise_nofile_limit().map(|_| ()));
-    // Reads /proc/self, which the sandbox later closes.
-    let _ = vaultd::sys::user_namespace_exposure();
     let args = Args::parse();
     if let Err(e) = early {
         eprintln!("vaultd: cannot harden the process: {e}");
@@ -81,6 +79,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             "secret pages cannot be locked in RAM (mlock failed): raise LimitMEMLOCK or `ulimit -l`"
         );
     }
+    // Before the sandbox, which closes /proc/self/uid_map (the answer is kept).
     if let Some(why) = vaultd::sys::user_namespace_exposure() {
         if config.require_sandbox {
             bail!("{why}; vaultd refuses to start (require_sandbox = true)");

@@ -234,7 +234,7 @@ pub async fn execute(
     let lock_cancel = u.shared.lock_cancel.clone();
 
     let mut rec = decision_record(&agent, peer, &req);
-    let decided = decide(&u, &agent, &req);
+    let decided = decide(&u, &d.limiter, &agent, &req);
     let (svc, method, url, headers) = match decided {
         Ok(ok) => ok,
         Err((refusal, rule)) => {
@@ -356,6 +356,7 @@ type Decided = (
 /// The policy decision: Ok with what to send, or the refusal and the rule that decided it.
 fn decide(
     u: &Unlocked,
+    limiter: &crate::ratelimit::Limiter,
     agent: &str,
     req: &ExecuteRequest,
 ) -> Result<Decided, (Refusal, Option<String>)> {
@@ -453,10 +454,7 @@ fn decide(
         ));
     }
     if let Some(limit) = cap.rate_limit
-        && let Err(wait) = u
-            .shared
-            .limiter
-            .take(agent, &cap.capability.name, limit, Instant::now())
+        && let Err(wait) = limiter.take(agent, &cap.capability.name, limit, Instant::now())
     {
         return Err((
             Refusal::new(
